@@ -1,0 +1,72 @@
+"""Postgres LISTEN/NOTIFY events for Django models that survive schema changes.
+
+A history channel's trigger sits on the django-simple-history table and notifies a pointer
+``(history model, history_id)``; the listener resolves it under today's schema.
+
+Names are imported lazily: Django imports this package while it loads INSTALLED_APPS, before
+models may be defined.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .channel import HistoryTriggerChannel
+    from .event import HistoryEvent, MigrationRef
+    from .exceptions import (
+        ChannelConfigurationError,
+        InvalidPayload,
+        MissingHistoryRecord,
+        PgpubsubSimplehistoryError,
+        UnknownModel,
+    )
+    from .listening import Listener
+    from .records import HistoricalRecords
+    from .resolution import ResolvedChange, resolve, resolve_record
+    from .subscribe import (
+        Subscription,
+        post_delete_listener,
+        post_insert_listener,
+        post_save_listener,
+        post_update_listener,
+        subscribe,
+    )
+
+_EXPORTS = {
+    "ChannelConfigurationError": "exceptions",
+    "HistoricalRecords": "records",
+    "HistoryEvent": "event",
+    "HistoryTriggerChannel": "channel",
+    "InvalidPayload": "exceptions",
+    "Listener": "listening",
+    "MigrationRef": "event",
+    "MissingHistoryRecord": "exceptions",
+    "PgpubsubSimplehistoryError": "exceptions",
+    "ResolvedChange": "resolution",
+    "Subscription": "subscribe",
+    "UnknownModel": "exceptions",
+    "post_delete_listener": "subscribe",
+    "post_insert_listener": "subscribe",
+    "post_save_listener": "subscribe",
+    "post_update_listener": "subscribe",
+    "resolve": "resolution",
+    "resolve_record": "resolution",
+    "subscribe": "subscribe",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{module}", __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

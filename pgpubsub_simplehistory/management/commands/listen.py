@@ -1,0 +1,148 @@
+"""``manage.py listen``: django-pgpubsub's command, processing history channels reliably."""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+from typing import Any
+
+from django.core.management.base import BaseCommand, CommandError, CommandParser
+
+from pgpubsub_simplehistory.exceptions import ChannelConfigurationError
+from pgpubsub_simplehistory.listening import Listener
+
+
+class Command(BaseCommand):
+    help = (
+        "Listen for notifications of history channels (and django-pgpubsub channels) and run "
+        "their listeners. Stored notifications of lockable channels are processed on start and "
+        "swept periodically. SIGTERM/SIGINT finish the current notification and exit 0."
+    )
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument(
+            "--channels",
+            nargs="+",
+            metavar="CHANNEL",
+            help="Dotted paths of the channels to listen to (default: every subscribed channel).",
+        )
+        parser.add_argument(
+            "--processes",
+            type=int,
+            default=1,
+            help="Number of listener processes to run and supervise (default 1).",
+        )
+        parser.add_argument(
+            "--recover",
+            action="store_true",
+            help="Also process stored notifications of django-pgpubsub's own lockable channels "
+            "on start (history channels always are).",
+        )
+        parser.add_argument(
+            "--worker", action="store_true", help="Run one listener in this process."
+        )
+        parser.add_argument(
+            "--worker-start-method",
+            choices=["spawn", "fork"],
+            default="spawn",
+            help="Accepted for compatibility with django-pgpubsub; workers are always spawned.",
+        )
+        parser.add_argument(
+            "--no-restart-on-failure",
+            action="store_true",
+            help="Do not restart a listener process that exits with an error.",
+        )
+        parser.add_argument(
+            "--sweep-interval",
+            type=float,
+            default=None,
+            help="Seconds between sweeps of stored notifications "
+            "(default PGPUBSUB_SIMPLEHISTORY_SWEEP_INTERVAL or 5).",
+        )
+        parser.add_argument("--loglevel", default="info", help="Logging level (default info).")
+        parser.add_argument(
+            "--logformat",
+            default="%(asctime)s %(levelname).4s %(name)s %(message)s",
+            help="Logging format.",
+        )
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        level = getattr(logging, str(options["loglevel"]).upper(), None)
+        if not isinstance(level, int):
+            raise CommandError(f"unknown --loglevel {options['loglevel']!r}")
+        logging.basicConfig(format=options["logformat"], level=level)
+        processes = options["processes"]
+        if processes < 1:
+            raise CommandError(f"--processes must be at least 1, not {processes}")
+        if options["sweep_interval"] is not None and options["sweep_interval"] <= 0:
+            raise CommandError("--sweep-interval must be positive")
+        if options["worker"] or processes == 1:
+            self._listen(options)
+        else:
+            self._supervise(processes, options)
+
+    def _listen(self, options: dict[str, Any]) -> None:
+        try:
+            listener = Listener(
+                options["channels"],
+                sweep_interval=options["sweep_interval"],
+                recover=options["recover"],
+            )
+        except ChannelConfigurationError as exc:
+            raise CommandError(str(exc)) from None
+        listener.install_signal_handlers()
+        listener.run()
+
+    def _supervise(self, processes: int, options: dict[str, Any]) -> None:
+        argv = _worker_argv(options)
+        restart = not options["no_restart_on_failure"]
+        workers = [subprocess.Popen(argv) for _ in range(processes)]
+        stopping = False
+
+        def forward(signum: int, frame: Any) -> None:
+            nonlocal stopping
+            stopping = True
+            for worker in workers:
+                if worker.poll() is None:
+                    worker.send_signal(signum)
+
+        signal.signal(signal.SIGTERM, forward)
+        signal.signal(signal.SIGINT, forward)
+        failed = False
+        while any(w.poll() is None for w in workers) or (restart and not stopping):
+            for i, worker in enumerate(workers):
+                code = worker.poll()
+                if code is None or stopping:
+                    continue
+                if code != 0:
+                    failed = True
+                if restart and code != 0:
+                    logging.getLogger("pgpubsub_simplehistory").warning(
+                        "listener process %s exited with %s; restarting it", worker.pid, code
+                    )
+                    workers[i] = subprocess.Popen(argv)
+            if not restart and all(w.poll() is not None for w in workers):
+                break
+            time.sleep(0.5)
+        if failed and not stopping:
+            raise CommandError("a listener process failed")
+
+
+def _worker_argv(options: dict[str, Any]) -> list[str]:
+    entry = sys.argv[0]
+    if os.path.basename(entry) == "manage.py":
+        argv = [sys.executable, entry, "listen", "--worker"]
+    else:
+        argv = [sys.executable, "-m", "django", "listen", "--worker"]
+    if options["channels"]:
+        argv += ["--channels", *options["channels"]]
+    if options["recover"]:
+        argv.append("--recover")
+    if options["sweep_interval"] is not None:
+        argv += ["--sweep-interval", str(options["sweep_interval"])]
+    argv += ["--loglevel", options["loglevel"], "--logformat", options["logformat"]]
+    return argv

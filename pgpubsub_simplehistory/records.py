@@ -1,0 +1,69 @@
+"""``HistoricalRecords`` whose history row commits in the same transaction as the save.
+
+Django sends ``post_save`` after the save's own atomic block has closed, so in autocommit
+django-simple-history writes the historical row in a second transaction: if that insert fails,
+the change is committed without history and without a notification. This subclass wraps the
+model's ``save_base`` in ``transaction.atomic(savepoint=False)``: inside a caller's transaction it
+costs nothing, in autocommit it turns two commits into one.
+
+Deletes and m2m changes need nothing: Django already sends their signals inside its atomic block.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any
+
+from django.db import models, router, transaction
+from simple_history.models import HistoricalRecords as _SimpleHistoricalRecords
+
+#: Marker set on the wrapping ``save_base`` function.
+ATOMIC_SAVE_MARKER = "_pgpubsub_simplehistory_atomic_save"
+
+
+class HistoricalRecords(_SimpleHistoricalRecords):  # type: ignore[misc]
+    """django-simple-history's ``HistoricalRecords`` with atomic saves.
+
+    Use it exactly like the original; only the import changes::
+
+        from pgpubsub_simplehistory import HistoricalRecords
+
+        class Order(models.Model):
+            history = HistoricalRecords()
+
+    A save, its historical record and the notification written by the history trigger then
+    commit together or not at all, also when the caller opened no transaction.
+    """
+
+    def finalize(self, sender: type[models.Model], **kwargs: Any) -> None:
+        super().finalize(sender, **kwargs)
+        if sender._meta.abstract or not _tracked_by(self, sender):
+            return
+        make_saves_atomic(sender)
+
+
+def _tracked_by(records: HistoricalRecords, sender: type[models.Model]) -> bool:
+    if getattr(sender._meta, "simple_history_manager_attribute", None) != records.manager_name:
+        return False
+    return sender is records.cls or (records.inherit and issubclass(sender, records.cls))
+
+
+def make_saves_atomic(model: type[models.Model]) -> None:
+    """Wrap ``model.save_base`` so that ``post_save`` receivers run in the save's transaction."""
+    original = model.save_base
+    if getattr(original, ATOMIC_SAVE_MARKER, False):
+        return  # inherited from a parent that is already wrapped
+
+    @functools.wraps(original)
+    def save_base(self: models.Model, *args: Any, using: str | None = None, **kw: Any) -> Any:
+        using = using or router.db_for_write(self.__class__, instance=self)
+        with transaction.atomic(using=using, savepoint=False):
+            return original(self, *args, using=using, **kw)
+
+    setattr(save_base, ATOMIC_SAVE_MARKER, True)
+    model.save_base = save_base  # type: ignore[method-assign]
+
+
+def saves_are_atomic(model: type[models.Model]) -> bool:
+    """True when saves of ``model`` commit together with their historical record."""
+    return bool(getattr(model.save_base, ATOMIC_SAVE_MARKER, False))

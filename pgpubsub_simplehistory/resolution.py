@@ -1,0 +1,198 @@
+"""Resolution: a notification payload or a historical record → ``old``/``new`` instances.
+
+Pure with respect to processing state: used by the listener and by replay alike. Everything is
+read through *today's* models: the historical table has been migrated together with the model, so a
+pointer written before a migration resolves to an instance of the model as it is now.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import cache
+from typing import TYPE_CHECKING, Any
+
+from django.apps import apps
+from django.core.exceptions import ValidationError
+from django.db import models
+from django.db.models import Q
+
+from .event import HistoryEvent, migration_id_as_of
+from .exceptions import InvalidPayload, MissingHistoryRecord, UnknownModel
+from .payload import HistoryPayload
+
+if TYPE_CHECKING:
+    from .channel import HistoryTriggerChannel
+
+
+@dataclass(frozen=True)
+class ResolvedChange:
+    """One change, ready to be handed to listeners."""
+
+    channel: type[HistoryTriggerChannel]
+    old: models.Model | None
+    new: models.Model | None
+    history: Any
+    event: HistoryEvent
+
+    @property
+    def context(self) -> dict[str, Any]:
+        return self.event.context
+
+
+def resolve(
+    channel: type[HistoryTriggerChannel],
+    payload: HistoryPayload,
+    *,
+    using: str = "default",
+    replayed: bool = False,
+) -> ResolvedChange:
+    """Load the historical record a payload points at and build the change from it.
+
+    Raises:
+        UnknownModel: the payload's app is not installed.
+        InvalidPayload: the payload belongs to another channel's model, or its id is malformed.
+        MissingHistoryRecord: the historical record was deleted since.
+    """
+    history_model = _history_model_for(channel, payload)
+    try:
+        history_id = history_model._meta.pk.to_python(payload.history_id)
+    except ValidationError:
+        raise InvalidPayload(
+            f"history_id {payload.history_id!r} is not a valid primary key of "
+            f"{history_model._meta.label} (channel {channel.name()})"
+        ) from None
+    record = history_model._default_manager.using(using).filter(pk=history_id).first()
+    if record is None:
+        raise MissingHistoryRecord(
+            f"{history_model._meta.label} history_id={history_id} (channel {channel.name()}, "
+            f"model {payload.model_label}, object {payload.object_id!r}) no longer exists: the "
+            "historical record was deleted after the change was notified"
+        )
+    return resolve_record(
+        channel,
+        record,
+        using=using,
+        migration_id=payload.migration,
+        context=payload.context,
+        notification_id=payload.notification_id,
+        replayed=replayed,
+    )
+
+
+def resolve_record(
+    channel: type[HistoryTriggerChannel],
+    record: Any,
+    *,
+    using: str = "default",
+    migration_id: int | None = None,
+    context: dict[str, Any] | None = None,
+    notification_id: int | None = None,
+    replayed: bool = False,
+) -> ResolvedChange:
+    """Build the change for a historical record already loaded."""
+    model = channel.tracked_model()
+    history_type = record.history_type
+    if history_type == "+":
+        old, new = None, to_instance(record, model, using)
+    elif history_type == "-":
+        old, new = to_instance(record, model, using), None
+    else:
+        previous = previous_record(record, model, using)
+        old = to_instance(previous, model, using) if previous is not None else None
+        new = to_instance(record, model, using)
+    object_id = getattr(record, _object_attname(type(record), model))
+    if migration_id is None and replayed:
+        migration_id = migration_id_as_of(using, model, record.history_date)
+    event = HistoryEvent(
+        channel=channel.name(),
+        model=model,
+        history_id=record.pk,
+        history_type=history_type,
+        history_date=record.history_date,
+        history_user_id=getattr(record, "history_user_id", None),
+        history_change_reason=getattr(record, "history_change_reason", None),
+        object_id=object_id,
+        context=dict(context or {}),
+        migration_id_at_change=migration_id,
+        replayed=replayed,
+        notification_id=notification_id,
+        using=using,
+    )
+    return ResolvedChange(channel=channel, old=old, new=new, history=record, event=event)
+
+
+def previous_record(record: Any, model: type[models.Model], using: str = "default") -> Any:
+    """The same object's record just before ``record`` in ``(history_date, history_id)`` order.
+
+    Unlike simple-history's ``prev_record`` this does not skip records that share a timestamp.
+    """
+    history_model = type(record)
+    attname = _object_attname(history_model, model)
+    pk_name = history_model._meta.pk.name
+    before = Q(history_date__lt=record.history_date) | Q(
+        history_date=record.history_date, **{f"{pk_name}__lt": record.pk}
+    )
+    return (
+        history_model._default_manager.using(using)
+        .filter(before, **{attname: getattr(record, attname)})
+        .order_by("-history_date", f"-{pk_name}")
+        .first()
+    )
+
+
+def to_instance(record: Any, model: type[models.Model], using: str = "default") -> models.Model:
+    """An instance of today's ``model`` holding the values of ``record``.
+
+    It looks like a row loaded from the database (``_state.adding`` is False, ``_state.db`` is
+    set). Fields excluded from history (``excluded_fields``) hold their model default: they are
+    never read from today's live row.
+    """
+    tracked = _tracked_attnames(type(record), model)
+    fields = model._meta.concrete_fields
+    values = [
+        getattr(record, f.attname) if f.attname in tracked else f.get_default() for f in fields
+    ]
+    return model.from_db(using, [f.attname for f in fields], values)
+
+
+@cache
+def _tracked_attnames(history_model: type[models.Model], model: type[models.Model]) -> frozenset[str]:
+    history_attnames = {f.attname for f in history_model._meta.concrete_fields}
+    excluded = set(getattr(history_model, "_history_excluded_fields", ()) or ())
+    return frozenset(
+        f.attname
+        for f in model._meta.concrete_fields
+        if f.name not in excluded and f.attname in history_attnames
+    )
+
+
+@cache
+def _object_attname(history_model: type[models.Model], model: type[models.Model]) -> str:
+    return str(history_model._meta.get_field(model._meta.pk.name).attname)
+
+
+def _history_model_for(
+    channel: type[HistoryTriggerChannel], payload: HistoryPayload
+) -> type[models.Model]:
+    expected = channel.history_model()
+    try:
+        named = apps.get_model(payload.history_model)
+    except (LookupError, ValueError):
+        if payload.app not in _app_labels():
+            raise UnknownModel(
+                f"payload on channel {channel.name()} names model {payload.model_label} "
+                f"(history model {payload.history_model}, history_id={payload.history_id!r}): "
+                f"app {payload.app!r} is not installed"
+            ) from None
+        # The model was renamed since (its history model with it): the channel's model is today's.
+        return expected
+    if named is not expected:
+        raise InvalidPayload(
+            f"payload for {payload.history_model} (history_id={payload.history_id!r}) arrived "
+            f"on channel {channel.name()}, whose history model is {expected._meta.label}"
+        )
+    return expected
+
+
+def _app_labels() -> set[str]:
+    return {config.label for config in apps.get_app_configs()}

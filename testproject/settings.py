@@ -1,0 +1,47 @@
+"""Settings of the example project used by the tests, the demo and the benchmarks."""
+
+from __future__ import annotations
+
+import os
+from urllib.parse import parse_qs, unquote, urlparse
+
+from testproject.pgembed import ensure_database_url
+
+
+def _database(url: str) -> dict[str, object]:
+    parsed = urlparse(url)
+    if parsed.scheme not in ("postgres", "postgresql"):
+        raise ValueError(f"DATABASE_URL must be a postgres:// URL, not {url!r}")
+    query = {k: v[-1] for k, v in parse_qs(parsed.query).items()}
+    return {
+        "ENGINE": "django.db.backends.postgresql",
+        "NAME": unquote(parsed.path.lstrip("/")) or "postgres",
+        "USER": unquote(parsed.username or "postgres"),
+        "PASSWORD": unquote(parsed.password or ""),
+        "HOST": query.pop("host", None) or parsed.hostname or "",
+        "PORT": str(parsed.port or ""),
+        "OPTIONS": query,
+        "TEST": {"NAME": os.environ.get("TEST_DATABASE_NAME", "test_pgpubsub_simplehistory")},
+    }
+
+
+SECRET_KEY = "testproject-not-secret"
+DEBUG = False
+USE_TZ = True
+TIME_ZONE = "UTC"
+ALLOWED_HOSTS = ["*"]
+DEFAULT_AUTO_FIELD = "django.db.models.AutoField"
+
+INSTALLED_APPS = [
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "pgpubsub_simplehistory",
+    "pgpubsub",
+    "pgtrigger",
+    "simple_history",
+    "testproject.shop",
+]
+
+DATABASES = {"default": _database(ensure_database_url())}
+
+PGPUBSUB_SIMPLEHISTORY_SWEEP_INTERVAL = float(os.environ.get("SWEEP_INTERVAL", "5"))

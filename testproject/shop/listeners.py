@@ -1,0 +1,98 @@
+"""The project's listeners: each records what it received as a ``ReceivedEvent`` row.
+
+Writing that row in the listener's transaction makes the effect observable from tests and from
+other processes, and it is committed exactly when the notification is marked done.
+An order whose status is ``"explode"`` makes ``on_order_saved`` raise (for failure tests).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.core.serializers.json import DjangoJSONEncoder
+from django.forms.models import model_to_dict
+
+import pgpubsub_simplehistory as psh
+
+from .channels import CustomerChannel, OrderChannel, ProductChannel, ShipmentChannel
+from .models import Customer, Order, Product, ReceivedEvent
+
+
+def snapshot(instance: Any) -> dict[str, Any] | None:
+    if instance is None:
+        return None
+    data = model_to_dict(instance)
+    data["pk"] = instance.pk
+    data["_adding"] = instance._state.adding
+    data["_db"] = instance._state.db
+    return _jsonable(data)
+
+
+def _jsonable(data: dict[str, Any]) -> dict[str, Any]:
+    import json
+
+    return json.loads(json.dumps(data, cls=DjangoJSONEncoder))
+
+
+def record(listener: str, event: psh.HistoryEvent, old: Any, new: Any, **extra: Any) -> None:
+    ReceivedEvent.objects.create(
+        listener=listener,
+        channel=event.channel,
+        history_type=event.history_type,
+        history_id=str(event.history_id),
+        object_id=str(event.object_id),
+        old=snapshot(old),
+        new=snapshot(new),
+        extra=_jsonable(extra),
+    )
+
+
+@psh.post_save_listener(OrderChannel)
+def on_order_saved(old: Order | None, new: Order | None, event: psh.HistoryEvent) -> None:
+    if new is not None and new.status == "explode":
+        raise RuntimeError(f"listener refuses order {new.pk} with status 'explode'")
+    record("on_order_saved", event, old, new, schema_changed=event.schema_changed)
+
+
+@psh.post_delete_listener(OrderChannel)
+def on_order_deleted(old: Order | None, new: Order | None, event: psh.HistoryEvent) -> None:
+    record("on_order_deleted", event, old, new)
+
+
+@psh.post_insert_listener(CustomerChannel)
+def on_customer_created(old: Customer | None, new: Customer | None, event: psh.HistoryEvent) -> None:
+    record("on_customer_created", event, old, new)
+
+
+@psh.post_update_listener(CustomerChannel)
+def on_customer_updated(old: Customer | None, new: Customer | None, event: psh.HistoryEvent) -> None:
+    record("on_customer_updated", event, old, new)
+
+
+@psh.post_save_listener(ShipmentChannel)
+def on_shipment_saved(history: Any, event: psh.HistoryEvent, **kwargs: Any) -> None:
+    record(
+        "on_shipment_saved",
+        event,
+        kwargs["old"],
+        kwargs["new"],
+        history_class=type(history).__name__,
+        kwargs=sorted(kwargs),
+    )
+
+
+@psh.post_save_listener(ProductChannel)
+@psh.post_delete_listener(ProductChannel)
+def on_product_changed(old: Product | None, new: Product | None) -> None:
+    """Written like a django-pgpubsub TriggerChannel listener: only ``old`` and ``new``."""
+    instance = new or old
+    assert instance is not None
+    ReceivedEvent.objects.create(
+        listener="on_product_changed",
+        channel=ProductChannel.name(),
+        history_type="-" if new is None else ("+" if old is None else "~"),
+        history_id="",
+        object_id=str(instance.pk),
+        old=snapshot(old),
+        new=snapshot(new),
+    )
