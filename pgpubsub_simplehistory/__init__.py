@@ -56,7 +56,27 @@ _EXPORTS = {
     "subscribe": "subscribe",
 }
 
-__all__ = sorted(_EXPORTS)
+__all__ = [
+    "ChannelConfigurationError",
+    "HistoricalRecords",
+    "HistoryEvent",
+    "HistoryTriggerChannel",
+    "InvalidPayload",
+    "Listener",
+    "MigrationRef",
+    "MissingHistoryRecord",
+    "PgpubsubSimplehistoryError",
+    "ResolvedChange",
+    "Subscription",
+    "UnknownModel",
+    "post_delete_listener",
+    "post_insert_listener",
+    "post_save_listener",
+    "post_update_listener",
+    "resolve",
+    "resolve_record",
+    "subscribe",
+]
 
 
 def __getattr__(name: str) -> Any:

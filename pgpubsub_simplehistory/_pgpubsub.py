@@ -39,7 +39,8 @@ def notification_table() -> str:
 
 
 def stored_notifications() -> models.QuerySet[Any]:
-    return Notification.objects.all()
+    queryset: models.QuerySet[Any] = Notification.objects.all()
+    return queryset
 
 
 def register_callback(channel: type[BaseChannel], callback: Callable[..., Any]) -> None:
@@ -54,10 +55,10 @@ def registered_channels() -> list[type[BaseChannel]]:
 
 
 def channel_by_listen_name(name: str) -> type[BaseChannel] | None:
-    for channel in registry:
-        if channel.listen_safe_name() == name:
-            return channel
-    return None
+    found: type[BaseChannel] | None = next(
+        (channel for channel in registry if channel.listen_safe_name() == name), None
+    )
+    return found
 
 
 class _NoPollWrapper:

@@ -14,6 +14,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from django.apps import AppConfig
@@ -28,7 +29,9 @@ APP = "pgpubsub_simplehistory"
 
 
 @register(Tags.compatibility)
-def check_installed_apps(app_configs: list[AppConfig] | None, **kwargs: Any) -> list[CheckMessage]:
+def check_installed_apps(
+    app_configs: Sequence[AppConfig] | None, **kwargs: Any
+) -> list[CheckMessage]:
     apps = [a.rsplit(".apps.", 1)[0] for a in settings.INSTALLED_APPS]
     errors: list[CheckMessage] = []
     for required in ("pgpubsub", "pgtrigger"):
@@ -54,7 +57,7 @@ def check_installed_apps(app_configs: list[AppConfig] | None, **kwargs: Any) -> 
 
 
 @register(Tags.models)
-def check_channels(app_configs: list[AppConfig] | None, **kwargs: Any) -> list[CheckMessage]:
+def check_channels(app_configs: Sequence[AppConfig] | None, **kwargs: Any) -> list[CheckMessage]:
     errors: list[CheckMessage] = []
     for channel in history_channels():
         try:
@@ -68,7 +71,7 @@ def check_channels(app_configs: list[AppConfig] | None, **kwargs: Any) -> list[C
                 Error(
                     f"{channel.name()} publishes proxy model {model._meta.label}: "
                     "django-simple-history does not record saves made through a proxy",
-                    hint=f"Use the concrete model {model._meta.concrete_model._meta.label}.",
+                    hint=f"Use the concrete model {_concrete_label(model)}.",
                     obj=channel,
                     id=f"{APP}.E003",
                 )
@@ -85,3 +88,8 @@ def check_channels(app_configs: list[AppConfig] | None, **kwargs: Any) -> list[C
                 )
             )
     return errors
+
+
+def _concrete_label(model: type[Any]) -> str:
+    concrete = model._meta.concrete_model
+    return str(concrete._meta.label) if concrete is not None else str(model._meta.label)

@@ -97,7 +97,10 @@ class HistoryEvent:
 
     def current(self) -> models.Model | None:
         """Load the object's live row as it is today (None when it was deleted)."""
-        return self.model._default_manager.using(self.using).filter(pk=self.object_id).first()
+        live: models.Model | None = (
+            self.model._default_manager.using(self.using).filter(pk=self.object_id).first()
+        )
+        return live
 
 
 def _migration_by_id(using: str, migration_id: int) -> MigrationRef | None:

@@ -59,7 +59,8 @@ def select_channels(names: Sequence[str | type[Any]] | None = None) -> list[type
     if not chosen:
         raise ChannelConfigurationError(
             "no channel with subscribed listeners to listen to; import your listeners module "
-            "in an AppConfig.ready()" + (f" (asked for {', '.join(map(str, names))})" if names else "")
+            "in an AppConfig.ready()"
+            + (f" (asked for {', '.join(map(str, names))})" if names else "")
         )
     return chosen
 
@@ -114,9 +115,9 @@ class Listener:
         if self.recover:
             for channel in self.channels:
                 if not is_history_channel(channel) and channel.lock_notifications:
-                    handle_notify(channel.listen_safe_name(), "", Notify(
-                        channel.listen_safe_name(), "", 0
-                    ))
+                    handle_notify(
+                        channel.listen_safe_name(), "", Notify(channel.listen_safe_name(), "", 0)
+                    )
         self.sweep()
 
     def sweep(self) -> None:
@@ -220,9 +221,7 @@ class _Psycopg3Source(_Source):
         pgconn = self.raw.pgconn
         pgconn.consume_input()
         while (n := pgconn.notifies()) is not None:
-            self.queue.append(
-                Notify(n.relname.decode(), n.extra.decode(), n.be_pid)
-            )
+            self.queue.append(Notify(n.relname.decode(), n.extra.decode(), n.be_pid))
 
     def close(self) -> None:
         self.raw.remove_notify_handler(self._on_notify)

@@ -12,6 +12,7 @@ Deletes and m2m changes need nothing: Django already sends their signals inside 
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable
 from typing import Any
 
 from django.db import models, router, transaction
@@ -50,7 +51,7 @@ def _tracked_by(records: HistoricalRecords, sender: type[models.Model]) -> bool:
 
 def make_saves_atomic(model: type[models.Model]) -> None:
     """Wrap ``model.save_base`` so that ``post_save`` receivers run in the save's transaction."""
-    original = model.save_base
+    original: Callable[..., Any] = model.save_base
     if getattr(original, ATOMIC_SAVE_MARKER, False):
         return  # inherited from a parent that is already wrapped
 

@@ -8,7 +8,6 @@ pointer written before a migration resolves to an instance of the model as it is
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import cache
 from typing import TYPE_CHECKING, Any
 
 from django.apps import apps
@@ -152,23 +151,38 @@ def to_instance(record: Any, model: type[models.Model], using: str = "default") 
     values = [
         getattr(record, f.attname) if f.attname in tracked else f.get_default() for f in fields
     ]
-    return model.from_db(using, [f.attname for f in fields], values)
+    instance: models.Model = model.from_db(using, [f.attname for f in fields], values)
+    return instance
 
 
-@cache
-def _tracked_attnames(history_model: type[models.Model], model: type[models.Model]) -> frozenset[str]:
-    history_attnames = {f.attname for f in history_model._meta.concrete_fields}
-    excluded = set(getattr(history_model, "_history_excluded_fields", ()) or ())
-    return frozenset(
-        f.attname
-        for f in model._meta.concrete_fields
-        if f.name not in excluded and f.attname in history_attnames
-    )
+_ModelPair = tuple[type[models.Model], type[models.Model]]
+_tracked_cache: dict[_ModelPair, frozenset[str]] = {}
+_object_attname_cache: dict[_ModelPair, str] = {}
 
 
-@cache
+def _tracked_attnames(
+    history_model: type[models.Model], model: type[models.Model]
+) -> frozenset[str]:
+    key = (history_model, model)
+    if key not in _tracked_cache:
+        history_attnames = {f.attname for f in history_model._meta.concrete_fields}
+        excluded = set(getattr(history_model, "_history_excluded_fields", ()) or ())
+        _tracked_cache[key] = frozenset(
+            f.attname
+            for f in model._meta.concrete_fields
+            if f.name not in excluded and f.attname in history_attnames
+        )
+    return _tracked_cache[key]
+
+
 def _object_attname(history_model: type[models.Model], model: type[models.Model]) -> str:
-    return str(history_model._meta.get_field(model._meta.pk.name).attname)
+    """Attribute of the historical record holding the object's primary key."""
+    key = (history_model, model)
+    if key not in _object_attname_cache:
+        assert model._meta.pk is not None
+        field = history_model._meta.get_field(model._meta.pk.name)
+        _object_attname_cache[key] = str(getattr(field, "attname", field.name))
+    return _object_attname_cache[key]
 
 
 def _history_model_for(

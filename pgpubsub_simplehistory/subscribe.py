@@ -121,7 +121,9 @@ def _accepted_arguments(
     return frozenset(accepted)
 
 
-def _decorator(history_types: str) -> Callable[[type[HistoryTriggerChannel] | str], Callable[[F], F]]:
+def _decorator(
+    history_types: str,
+) -> Callable[[type[HistoryTriggerChannel] | str], Callable[[F], F]]:
     types = frozenset(history_types)
 
     def listener(channel: type[HistoryTriggerChannel] | str) -> Callable[[F], F]:

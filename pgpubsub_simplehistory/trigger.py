@@ -33,7 +33,7 @@ def _compact(sql: str) -> str:
     return "\n".join(line.strip() for line in sql.splitlines() if line.strip())
 
 
-class HistoryNotify(pgtrigger.Trigger):  # type: ignore[misc]
+class HistoryNotify(pgtrigger.Trigger):
     """AFTER INSERT trigger on a history table that publishes a pointer to the new record."""
 
     when = pgtrigger.After
@@ -43,13 +43,11 @@ class HistoryNotify(pgtrigger.Trigger):  # type: ignore[misc]
         self.channel = channel
         super().__init__(name=channel.listen_safe_name())
 
-    def get_condition(self, model: Any) -> pgtrigger.Condition | None:
+    def get_condition(self, model: Any) -> pgtrigger.Condition | None:  # type: ignore[override]
         types = sorted(self.channel.history_types())
         if not types or tuple(types) == _ALL_TYPES:
             return None
-        return pgtrigger.Condition(
-            f"NEW.history_type IN ({', '.join(_literal(t) for t in types)})"
-        )
+        return pgtrigger.Condition(f"NEW.history_type IN ({', '.join(_literal(t) for t in types)})")
 
     def get_declare(self, model: Any) -> list[tuple[str, str]]:
         return [("payload", "jsonb"), ("notification_id", "integer")]
@@ -59,11 +57,11 @@ class HistoryNotify(pgtrigger.Trigger):  # type: ignore[misc]
         history_pk = model._meta.pk.column
         object_id = model._meta.get_field(tracked._meta.pk.name).column
         migration_apps = sorted({tracked._meta.app_label, model._meta.app_label})
-        channel = _literal(self.name)
+        channel = _literal(str(self.name))
         build = f"""
             payload := jsonb_build_object(
-                'app', {_literal(tracked._meta.app_label)},
-                'model', {_literal(tracked._meta.object_name)},
+                'app', {_literal(str(tracked._meta.app_label))},
+                'model', {_literal(str(tracked._meta.object_name))},
                 'history_model', {_literal(model._meta.label)},
                 'history_id', NEW.{_ident(history_pk)},
                 'history_type', NEW.history_type,

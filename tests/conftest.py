@@ -1,0 +1,88 @@
+"""Fixtures on a real Postgres: ``DATABASE_URL`` or the embedded server (testproject/pgembed.py)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+import pytest
+from django.db import connection
+
+from pgpubsub_simplehistory import Listener
+
+ROOT = Path(__file__).resolve().parent.parent
+MANAGE = ROOT / "testproject" / "manage.py"
+
+
+class DrainingListener(Listener):
+    def drain(self, quiet: float = 0.3, timeout: float = 10.0) -> int:
+        """Process notifications until none arrives for ``quiet`` seconds."""
+        handled = 0
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            n = self.process_available(timeout=quiet)
+            handled += n
+            if n == 0:
+                return handled
+        raise AssertionError(f"notifications kept arriving for {timeout}s")
+
+
+@pytest.fixture
+def listener(transactional_db: None) -> Iterator[DrainingListener]:
+    lst = DrainingListener(sweep_interval=3600)
+    lst.start()
+    yield lst
+    lst.close()
+
+
+def subprocess_database_url() -> str:
+    """A URL for the test database, for subprocesses."""
+    s = connection.settings_dict
+    host = s["HOST"] or "localhost"
+    user = quote(s["USER"] or "postgres")
+    password = f":{quote(s['PASSWORD'])}" if s["PASSWORD"] else ""
+    if host.startswith("/"):
+        return f"postgresql://{user}{password}@/{s['NAME']}?host={quote(host)}"
+    port = f":{s['PORT']}" if s["PORT"] else ""
+    return f"postgresql://{user}{password}@{host}{port}/{s['NAME']}"
+
+
+@pytest.fixture
+def manage(transactional_db: None) -> Callable[..., subprocess.Popen[str]]:
+    """Start ``manage.py <args>`` against the test database; terminated at teardown."""
+    started: list[subprocess.Popen[str]] = []
+
+    def run(*args: str, env: dict[str, str] | None = None, **kw: Any) -> subprocess.Popen[str]:
+        full_env = {**os.environ, "DATABASE_URL": subprocess_database_url(), **(env or {})}
+        proc = subprocess.Popen(
+            [sys.executable, str(MANAGE), *args],
+            env=full_env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            **kw,
+        )
+        started.append(proc)
+        return proc
+
+    yield run  # type: ignore[misc]
+    for proc in started:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+
+
+def wait_for(predicate: Callable[[], Any], timeout: float = 20.0, interval: float = 0.1) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError(f"condition not met within {timeout}s")

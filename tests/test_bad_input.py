@@ -1,0 +1,132 @@
+"""Bad input gives one clear error naming what was wrong; the listener keeps running."""
+
+from __future__ import annotations
+
+import json
+import logging
+
+import pytest
+from django.db import connection
+from pgpubsub.models import Notification
+
+from testproject.shop.channels import CustomerChannel, OrderChannel
+from testproject.shop.factories import CustomerFactory, OrderFactory
+from testproject.shop.models import ReceivedEvent
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def notify(channel: str, payload: str) -> None:
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_notify(%s, %s)", [channel, payload])
+
+
+def errors(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+
+
+def assert_still_running(listener) -> None:
+    CustomerFactory(name="after the bad one")
+    listener.drain()
+    assert ReceivedEvent.objects.filter(new__name="after the bad one").exists()
+
+
+@pytest.mark.parametrize(
+    ("payload", "expected"),
+    [
+        ("not json at all", "payload is not JSON"),
+        ("[1, 2]", "payload is not a JSON object"),
+        ('{"foo": 1}', "missing app, model, history_model, history_id, history_type"),
+        (
+            '{"app": "shop", "model": "Customer", "history_model": "shop.HistoricalCustomer",'
+            ' "history_id": 1, "history_type": "?"}',
+            "unknown history_type '?'",
+        ),
+    ],
+)
+def test_payload_that_is_not_ours(listener, caplog, payload, expected):
+    notify(CustomerChannel.listen_safe_name(), payload)
+    listener.drain()
+    (message,) = errors(caplog)
+    assert CustomerChannel.name() in message
+    assert expected in message
+    assert_still_running(listener)
+
+
+def test_unknown_model(listener, caplog):
+    payload = {
+        "app": "warehouse",
+        "model": "Crate",
+        "history_model": "warehouse.HistoricalCrate",
+        "history_id": 5,
+        "history_type": "+",
+    }
+    notify(CustomerChannel.listen_safe_name(), json.dumps(payload))
+    listener.drain()
+    (message,) = errors(caplog)
+    assert "warehouse.Crate" in message and "history_id=5" in message
+    assert "app 'warehouse' is not installed" in message
+    assert CustomerChannel.name() in message
+    assert_still_running(listener)
+
+
+def test_payload_of_another_model_on_a_channel(listener, caplog):
+    order = OrderFactory()
+    listener.drain()
+    payload = {
+        "app": "shop",
+        "model": "Order",
+        "history_model": "shop.HistoricalOrder",
+        "history_id": order.history.get().pk,
+        "history_type": "+",
+    }
+    notify(CustomerChannel.listen_safe_name(), json.dumps(payload))
+    listener.drain()
+    (message,) = errors(caplog)
+    assert "shop.HistoricalOrder" in message and CustomerChannel.name() in message
+
+
+def test_history_row_gone_keeps_the_stored_notification(listener, caplog):
+    order = OrderFactory()
+    record = order.history.get()
+    order.history.all().delete()  # e.g. clean_old_history ran before the listener
+    listener.drain()
+    (message,) = errors(caplog)
+    assert f"history_id={record.pk}" in message
+    assert OrderChannel.name() in message
+    assert "shop.Order" in message
+    assert "no longer exists" in message
+    stored = Notification.objects.get(channel=OrderChannel.listen_safe_name())
+    assert stored.payload["history_id"] == record.pk
+    assert_still_running(listener)
+
+
+def test_unknown_channel_is_logged(listener, caplog):
+    with connection.cursor() as cursor:
+        cursor.execute('LISTEN "pgpubsub_fffff"')
+    notify("pgpubsub_fffff", "{}")
+    listener.drain()
+    assert any("unknown channel pgpubsub_fffff" in m for m in errors(caplog))
+    assert_still_running(listener)
+
+
+def test_failing_listener_rolls_back_and_keeps_the_notification(listener, caplog):
+    order = OrderFactory(status="explode")
+    listener.drain()
+    assert not ReceivedEvent.objects.filter(object_id=str(order.pk)).exists()
+    assert Notification.objects.filter(channel=OrderChannel.listen_safe_name()).count() == 1
+    (message,) = errors(caplog)
+    assert "listener failed" in message and f"history_id={order.history.get().pk}" in message
+    # Fixed data: the next sweep processes the kept notification... still as of its record.
+    listener.sweep()
+    assert Notification.objects.filter(channel=OrderChannel.listen_safe_name()).count() == 1
+    assert_still_running(listener)
+
+
+def test_invalid_stored_payload_is_kept_and_logged(listener, caplog):
+    Notification.objects.create(channel=OrderChannel.listen_safe_name(), payload={"bogus": True})
+    listener.sweep()
+    (message,) = errors(caplog)
+    assert "stored notification" in message and OrderChannel.name() in message
+    assert Notification.objects.filter(payload__bogus=True).exists()
+    assert_still_running(listener)

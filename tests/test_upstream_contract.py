@@ -1,0 +1,89 @@
+"""What this package relies on in django-pgpubsub and django-simple-history internals.
+
+Each test fails when upstream changes something that ``pgpubsub_simplehistory._pgpubsub``,
+``records`` or ``resolution`` rely on; fix the adapter, not the test.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import inspect
+
+import pytest
+
+from pgpubsub_simplehistory import _pgpubsub
+from testproject.shop.channels import OrderChannel
+from testproject.shop.models import HistoricalOrder, HistoricalProduct, Order, Product
+
+
+def test_pgpubsub_registry_maps_channel_classes_to_callbacks():
+    from pgpubsub.channel import registry
+
+    assert OrderChannel in registry
+    assert all(callable(cb) for cb in registry[OrderChannel])
+    assert _pgpubsub.channel_by_listen_name(OrderChannel.listen_safe_name()) is OrderChannel
+
+
+def test_listen_safe_name_is_a_short_stable_postgres_identifier():
+    expected = "pgpubsub_" + hashlib.sha1(b"testproject.shop.channels.OrderChannel").hexdigest()[:5]
+    assert OrderChannel.listen_safe_name() == expected
+
+
+def test_notification_model_has_the_columns_the_trigger_inserts():
+    from pgpubsub.models import Notification
+
+    names = {f.name for f in Notification._meta.get_fields()}
+    assert {"id", "channel", "payload", "created_at", "db_version"} <= names
+    assert _pgpubsub.notification_table() == "pgpubsub_notification"
+
+
+def test_pgpubsub_processors_take_a_notify_and_a_connection_wrapper():
+    from pgpubsub.listen import (
+        InvalidNotificationProcessor,
+        LockableNotificationProcessor,
+        NotificationProcessor,
+        NotificationRecoveryProcessor,
+    )
+
+    for cls in (
+        NotificationProcessor,
+        LockableNotificationProcessor,
+        NotificationRecoveryProcessor,
+    ):
+        assert list(inspect.signature(cls).parameters) == ["notification", "connection_wrapper"]
+        assert callable(cls.process)
+    assert issubclass(InvalidNotificationProcessor, Exception)
+
+
+def test_pgpubsub_context_setting_name():
+    from pgpubsub.channel import set_notification_context
+
+    assert _pgpubsub.CONTEXT_SETTING in inspect.getsource(set_notification_context)
+
+
+def test_simple_history_marks_tracked_fields_and_exclusions():
+    assert HistoricalProduct._history_excluded_fields == ["stock"]
+    assert {f.name for f in HistoricalOrder.tracked_fields} >= {"id", "status", "customer"}
+    assert HistoricalOrder.instance_type is Order
+    assert Product._meta.simple_history_manager_attribute == "history"
+
+
+def test_simple_history_finalize_signature_is_what_records_overrides():
+    from simple_history.models import HistoricalRecords
+
+    assert list(inspect.signature(HistoricalRecords.finalize).parameters)[:2] == ["self", "sender"]
+
+
+@pytest.mark.parametrize("model", [Order, Product])
+def test_tracked_models_have_atomic_save_base(model):
+    from pgpubsub_simplehistory.records import saves_are_atomic
+
+    assert saves_are_atomic(model)
+
+
+def test_public_api_is_exported_lazily_and_completely():
+    import pgpubsub_simplehistory as psh
+
+    assert set(psh.__all__) == set(psh._EXPORTS)
+    for name in psh.__all__:
+        assert getattr(psh, name) is not None
