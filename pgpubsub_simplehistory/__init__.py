@@ -23,6 +23,7 @@ if TYPE_CHECKING:
         UnknownModel,
     )
     from .listening import Listener
+    from .operations import BackfillHistory
     from .records import HistoricalRecords
     from .resolution import ResolvedChange, resolve, resolve_record
     from .subscribe import (
@@ -35,6 +36,7 @@ if TYPE_CHECKING:
     )
 
 _EXPORTS = {
+    "BackfillHistory": "operations",
     "ChannelConfigurationError": "exceptions",
     "HistoricalRecords": "records",
     "HistoryEvent": "event",
@@ -57,6 +59,7 @@ _EXPORTS = {
 }
 
 __all__ = [
+    "BackfillHistory",
     "ChannelConfigurationError",
     "HistoricalRecords",
     "HistoryEvent",

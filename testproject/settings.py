@@ -40,6 +40,7 @@ INSTALLED_APPS = [
     "pgtrigger",
     "simple_history",
     "testproject.shop",
+    "testproject.evolving",
 ]
 
 DATABASES = {"default": _database(ensure_database_url())}
