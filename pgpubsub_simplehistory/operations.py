@@ -30,7 +30,7 @@ from django.db import router
 from django.db.backends.base.schema import BaseDatabaseSchemaEditor
 from django.db.migrations.operations.base import Operation
 from django.db.migrations.state import ProjectState
-from django.db.models import Model
+from django.db.models import Field, Model
 
 Filler = Callable[[Any], dict[str, Any]]
 
@@ -179,9 +179,16 @@ class BackfillHistory(Operation):
             history._default_manager.using(alias).bulk_update(batch, self.fields)
 
 
+def _field(model: type[Model], name: str) -> Field[Any, Any]:
+    field = model._meta.get_field(name)
+    if not isinstance(field, Field):
+        raise ValueError(f"BackfillHistory: {model._meta.label}.{name} is not a concrete field")
+    return field
+
+
 def _column(model: type[Model], name: str) -> str:
-    return str(model._meta.get_field(name).column)
+    return str(_field(model, name).column)
 
 
 def _attname(model: type[Model], name: str) -> str:
-    return str(model._meta.get_field(name).attname)
+    return str(_field(model, name).attname)
