@@ -17,13 +17,12 @@ from typing import Any
 
 import pytest
 from django.core.management import call_command
-from django.db import DataError, connection, transaction
-from django.db.migrations.executor import MigrationExecutor
-from django.utils import timezone
+from django.db import DataError, connection
 from pgpubsub.models import Notification
 
 from testproject.evolving.channels import WidgetChannel, WidgetJsonChannel
 from testproject.evolving.models import Widget
+from testproject.evolving.oldcode import OldCode
 from testproject.shop.models import ReceivedEvent
 
 from .conftest import DrainingListener, wait_for
@@ -41,43 +40,6 @@ def applied() -> list[str]:
     with connection.cursor() as cursor:
         cursor.execute("SELECT name FROM django_migrations WHERE app = 'evolving' ORDER BY id")
         return [row[0] for row in cursor.fetchall()]
-
-
-class OldCode:
-    """Writes changes as the application did when the database was at migration ``target``."""
-
-    def __init__(self, target: str) -> None:
-        state = MigrationExecutor(connection).loader.project_state(("evolving", target))
-        name = "Gadget" if target.startswith("0001") else "Widget"
-        self.model = state.apps.get_model("evolving", name)
-        self.history = state.apps.get_model("evolving", f"Historical{name}")
-
-    def _record(self, obj: Any, history_type: str) -> None:
-        values = {f.attname: getattr(obj, f.attname) for f in self.model._meta.concrete_fields}
-        self.history.objects.create(
-            **values, history_date=timezone.now(), history_type=history_type
-        )
-
-    def create(self, **values: Any) -> int:
-        with transaction.atomic():
-            obj = self.model.objects.create(**values)
-            self._record(obj, "+")
-        return int(obj.pk)
-
-    def update(self, pk: int, **values: Any) -> None:
-        with transaction.atomic():
-            obj = self.model.objects.get(pk=pk)
-            for name, value in values.items():
-                setattr(obj, name, value)
-            obj.save()
-            self._record(obj, "~")
-
-    def delete(self, pk: int) -> None:
-        with transaction.atomic():
-            obj = self.model.objects.get(pk=pk)
-            obj.delete()
-            obj.pk = pk
-            self._record(obj, "-")
 
 
 @pytest.fixture

@@ -1,0 +1,78 @@
+"""Sessions: ``nox -s tests``, ``nox -s lint``, ``nox -s typecheck``, ``nox -s demo``.
+
+Every session runs against a real Postgres: ``DATABASE_URL`` when set, otherwise the embedded
+server started by ``testproject/pgembed.py`` (``PGEMBED=pgserver`` forces the pip-installed one).
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import shutil
+
+import nox
+
+nox.options.sessions = ["tests", "lint", "typecheck"]
+nox.options.reuse_existing_virtualenvs = True
+
+
+def _python(version: str) -> str | None:
+    """An interpreter for ``version``: on PATH, else under pyenv."""
+    found = shutil.which(f"python{version}")
+    if found:
+        return version
+    root = os.environ.get("PYENV_ROOT", os.path.expanduser("~/.pyenv"))
+    candidates = sorted(glob.glob(f"{root}/versions/{version}.*/bin/python{version}"))
+    return candidates[-1] if candidates else version
+
+
+# (python, Django requirement, database driver)
+TEST_MATRIX = [
+    ("3.11", "Django>=4.2,<5.0", "psycopg2"),
+    ("3.11", "Django>=5.2,<6.0", "psycopg2"),
+    ("3.11", "Django>=5.2,<6.0", "psycopg3"),
+    ("3.12", "Django>=6.0,<7.0", "psycopg3"),
+]
+
+
+def _install(session: nox.Session, django: str, driver: str) -> None:
+    session.install("-e", ".[test]", django)
+    if driver == "psycopg3":
+        session.install("psycopg[binary]>=3.1.8")
+        session.env["PGPUBSUB_USE_PSYCOPG_V3"] = "True"
+    else:
+        session.run("python", "-m", "pip", "uninstall", "-y", "-q", "psycopg", "psycopg-binary")
+
+
+@nox.session(name="tests")
+@nox.parametrize(
+    "python,django,driver",
+    [nox.param(_python(p), d, drv, id=f"{p}-{d.split(',')[0]}-{drv}") for p, d, drv in TEST_MATRIX],
+)
+def tests(session: nox.Session, django: str, driver: str) -> None:
+    """The test suite for one cell of the Python x Django x driver matrix."""
+    _install(session, django, driver)
+    session.env["TEST_DATABASE_NAME"] = f"test_psh_{session.name.replace('-', '_')}"[:60]
+    session.run("python", "-m", "pytest", *session.posargs)
+
+
+@nox.session(python=_python("3.11"))
+def lint(session: nox.Session) -> None:
+    """ruff lint and format check."""
+    session.install("ruff")
+    session.run("ruff", "check", ".")
+    session.run("ruff", "format", "--check", ".")
+
+
+@nox.session(python=_python("3.11"))
+def typecheck(session: nox.Session) -> None:
+    """mypy --strict on the package (with django-stubs)."""
+    session.install("-e", ".[dev]")
+    session.run("mypy")
+
+
+@nox.session(python=_python("3.11"))
+def demo(session: nox.Session) -> None:
+    """The migration-survival demo."""
+    session.install("-e", ".")
+    session.run("python", "-m", "testproject.demo")

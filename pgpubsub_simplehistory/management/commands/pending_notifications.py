@@ -1,0 +1,60 @@
+"""``manage.py pending_notifications``: what is stored and waiting, per channel and migration."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.utils import timezone
+
+from pgpubsub_simplehistory.pending import pending_notifications
+
+
+class Command(BaseCommand):
+    help = (
+        "Show stored notifications waiting for a listener, per channel and per migration state "
+        "recorded when the change happened. Use --fail-if-pending to gate a breaking migration "
+        "on a drained queue."
+    )
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument("--database", default="default", help="Database alias.")
+        parser.add_argument("--json", action="store_true", help="Print JSON instead of a table.")
+        parser.add_argument(
+            "--fail-if-pending",
+            action="store_true",
+            help="Exit with status 1 when any notification is pending.",
+        )
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        groups = pending_notifications(options["database"])
+        now = timezone.now()
+        if options["json"]:
+            self.stdout.write(
+                json.dumps(
+                    [
+                        {
+                            "channel": g.channel,
+                            "migration": str(g.migration) if g.migration else None,
+                            "count": g.count,
+                            "oldest": g.oldest.isoformat() if g.oldest else None,
+                        }
+                        for g in groups
+                    ],
+                    indent=2,
+                )
+            )
+        elif not groups:
+            self.stdout.write("No pending notifications.")
+        else:
+            self.stdout.write(
+                f"{'channel':<50} {'pending':>8}  {'oldest':>10}  migration at change"
+            )
+            for g in groups:
+                age = f"{(now - g.oldest).total_seconds():.0f}s" if g.oldest else "?"
+                migration = str(g.migration) if g.migration else "(unknown)"
+                self.stdout.write(f"{g.channel:<50} {g.count:>8}  {age:>10}  {migration}")
+        total = sum(g.count for g in groups)
+        if options["fail_if_pending"] and total:
+            raise CommandError(f"{total} notification(s) pending")

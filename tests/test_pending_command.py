@@ -1,0 +1,38 @@
+from __future__ import annotations
+
+import json
+from io import StringIO
+
+import pytest
+from django.core.management import CommandError, call_command
+
+from testproject.shop.channels import OrderChannel
+from testproject.shop.factories import OrderFactory
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def test_pending_per_channel_and_migration():
+    OrderFactory()
+    OrderFactory()
+    out = StringIO()
+    call_command("pending_notifications", "--json", stdout=out)
+    (group,) = json.loads(out.getvalue())
+    assert group["channel"] == OrderChannel.name()
+    assert group["count"] == 2
+    assert group["migration"] == "shop.0001_initial"
+
+    table = StringIO()
+    call_command("pending_notifications", stdout=table)
+    assert OrderChannel.name() in table.getvalue() and "shop.0001_initial" in table.getvalue()
+
+    with pytest.raises(CommandError, match="2 notification"):
+        call_command("pending_notifications", "--fail-if-pending", stdout=StringIO())
+
+
+def test_nothing_pending(listener):
+    OrderFactory()
+    listener.drain()
+    out = StringIO()
+    call_command("pending_notifications", "--fail-if-pending", stdout=out)
+    assert "No pending notifications." in out.getvalue()
