@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import glob
 import os
-import shutil
 
 import nox
 
@@ -18,12 +17,11 @@ nox.options.reuse_existing_virtualenvs = True
 
 def _python(version: str) -> str | None:
     """An interpreter for ``version``: on PATH, else under pyenv."""
-    found = shutil.which(f"python{version}")
-    if found:
-        return version
     root = os.environ.get("PYENV_ROOT", os.path.expanduser("~/.pyenv"))
     candidates = sorted(glob.glob(f"{root}/versions/{version}.*/bin/python{version}"))
-    return candidates[-1] if candidates else version
+    if candidates:  # pyenv's shims only work for the activated versions
+        return candidates[-1]
+    return version
 
 
 # (python, Django requirement, database driver)

@@ -25,6 +25,7 @@ if TYPE_CHECKING:
     from .listening import Listener
     from .operations import BackfillHistory
     from .records import HistoricalRecords
+    from .replaying import ReplayError, ReplayResult, replay
     from .resolution import ResolvedChange, resolve, resolve_record
     from .subscribe import (
         Subscription,
@@ -46,6 +47,8 @@ _EXPORTS = {
     "MigrationRef": "event",
     "MissingHistoryRecord": "exceptions",
     "PgpubsubSimplehistoryError": "exceptions",
+    "ReplayError": "replaying",
+    "ReplayResult": "replaying",
     "ResolvedChange": "resolution",
     "Subscription": "subscribe",
     "UnknownModel": "exceptions",
@@ -53,6 +56,7 @@ _EXPORTS = {
     "post_insert_listener": "subscribe",
     "post_save_listener": "subscribe",
     "post_update_listener": "subscribe",
+    "replay": "replaying",
     "resolve": "resolution",
     "resolve_record": "resolution",
     "subscribe": "subscribe",
@@ -69,6 +73,8 @@ __all__ = [
     "MigrationRef",
     "MissingHistoryRecord",
     "PgpubsubSimplehistoryError",
+    "ReplayError",
+    "ReplayResult",
     "ResolvedChange",
     "Subscription",
     "UnknownModel",
@@ -76,6 +82,7 @@ __all__ = [
     "post_insert_listener",
     "post_save_listener",
     "post_update_listener",
+    "replay",
     "resolve",
     "resolve_record",
     "subscribe",

@@ -99,7 +99,7 @@ def resolve_record(
         previous = previous_record(record, model, using)
         old = to_instance(previous, model, using) if previous is not None else None
         new = to_instance(record, model, using)
-    object_id = getattr(record, _object_attname(type(record), model))
+    object_id = getattr(record, object_attname(type(record), model))
     if migration_id is None and replayed:
         migration_id = migration_id_as_of(using, model, record.history_date)
     event = HistoryEvent(
@@ -126,7 +126,7 @@ def previous_record(record: Any, model: type[models.Model], using: str = "defaul
     Unlike simple-history's ``prev_record`` this does not skip records that share a timestamp.
     """
     history_model = type(record)
-    attname = _object_attname(history_model, model)
+    attname = object_attname(history_model, model)
     pk_name = history_model._meta.pk.name
     before = Q(history_date__lt=record.history_date) | Q(
         history_date=record.history_date, **{f"{pk_name}__lt": record.pk}
@@ -175,7 +175,7 @@ def _tracked_attnames(
     return _tracked_cache[key]
 
 
-def _object_attname(history_model: type[models.Model], model: type[models.Model]) -> str:
+def object_attname(history_model: type[models.Model], model: type[models.Model]) -> str:
     """Attribute of the historical record holding the object's primary key."""
     key = (history_model, model)
     if key not in _object_attname_cache:

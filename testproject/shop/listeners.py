@@ -51,7 +51,14 @@ def record(listener: str, event: psh.HistoryEvent, old: Any, new: Any, **extra: 
 def on_order_saved(old: Order | None, new: Order | None, event: psh.HistoryEvent) -> None:
     if new is not None and new.status == "explode":
         raise RuntimeError(f"listener refuses order {new.pk} with status 'explode'")
-    record("on_order_saved", event, old, new, schema_changed=event.schema_changed)
+    record(
+        "on_order_saved",
+        event,
+        old,
+        new,
+        schema_changed=event.schema_changed,
+        replayed=event.replayed,
+    )
 
 
 @psh.post_delete_listener(OrderChannel)

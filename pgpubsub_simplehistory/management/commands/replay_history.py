@@ -1,0 +1,138 @@
+"""``manage.py replay_history``: run listeners again for chosen historical records."""
+
+from __future__ import annotations
+
+import sys
+from typing import Any, TextIO
+
+from django.core.management.base import BaseCommand, CommandError, CommandParser
+
+from pgpubsub_simplehistory.replaying import (
+    HISTORY_TYPES,
+    ReplayError,
+    ReplayItem,
+    plan_replay,
+    run_plan,
+)
+
+PROGRESS_THRESHOLD = 100
+
+
+class Command(BaseCommand):
+    help = (
+        "Re-deliver historical records of a model to the listeners of its history channels, "
+        "exactly as the listener would (event.replayed is True), each record in its own "
+        "transaction, in history order. Replay is at-least-once: listeners should be idempotent. "
+        "Exit status: 0 all replayed, 1 some failed, 2 invalid request (nothing run)."
+    )
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument("history_ids", nargs="*", metavar="history_id")
+        parser.add_argument(
+            "--model", required=True, metavar="APP.MODEL", help="The tracked model (required)."
+        )
+        parser.add_argument("--since", help="Records at or after this ISO 8601 date/datetime.")
+        parser.add_argument("--until", help="Records at or before this ISO 8601 date/datetime.")
+        parser.add_argument(
+            "--object", nargs="+", dest="objects", metavar="PK", help="Records of these objects."
+        )
+        parser.add_argument(
+            "--type",
+            nargs="+",
+            dest="types",
+            choices=HISTORY_TYPES,
+            help="Records of these history types.",
+        )
+        parser.add_argument("--all", action="store_true", help="Every record of the model.")
+        parser.add_argument("--channel", help="Dotted path of one channel of the model.")
+        parser.add_argument("--listener", help="Dotted path of one listener function.")
+        parser.add_argument("--dry-run", action="store_true", help="List what would run.")
+        parser.add_argument(
+            "--stop-on-error", action="store_true", help="Stop at the first failing record."
+        )
+        parser.add_argument("--database", default="default", help="Database alias.")
+        progress = parser.add_mutually_exclusive_group()
+        progress.add_argument(
+            "--progress",
+            action="store_true",
+            default=None,
+            help="Show a progress bar on stderr (default: on a terminal, for >100 records).",
+        )
+        progress.add_argument("--no-progress", action="store_false", dest="progress")
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        try:
+            plan = plan_replay(
+                options["model"],
+                options["history_ids"],
+                since=options["since"],
+                until=options["until"],
+                object_ids=options["objects"] or (),
+                history_types=options["types"] or (),
+                channel=options["channel"],
+                listener=options["listener"],
+                select_all=options["all"],
+                using=options["database"],
+            )
+        except ReplayError as exc:
+            raise CommandError(str(exc), returncode=2) from None
+        total = plan.count()
+        verbosity = options["verbosity"]
+        show = options["progress"]
+        if show is None:
+            show = total > PROGRESS_THRESHOLD and _is_tty(sys.stderr)
+        bar = _Progress(self.stderr, total) if show and verbosity > 0 else None
+        dry_run = options["dry_run"]
+
+        def on_item(item: ReplayItem, outcome: str) -> None:
+            if dry_run and verbosity > 0:
+                listeners = ", ".join(s.name for s in item.subscriptions) or "(no listener)"
+                self.stdout.write(
+                    f"would replay {plan.history_model._meta.label} {item.history_id} "
+                    f"({item.history_type} object {item.object_id} at "
+                    f"{item.history_date.isoformat()}) -> {listeners}"
+                )
+            elif outcome == "failed" and verbosity > 0:
+                self.stderr.write(f"failed: {plan.history_model._meta.label} {item.history_id}")
+            if bar is not None:
+                bar.advance()
+
+        result = run_plan(
+            plan, dry_run=dry_run, stop_on_error=options["stop_on_error"], on_item=on_item
+        )
+        if bar is not None:
+            bar.finish()
+        if dry_run:
+            if verbosity > 0:
+                self.stdout.write(f"dry run: {total} record(s) selected, nothing replayed")
+            return
+        if verbosity > 0:
+            self.stdout.write(result.summary())
+        if not result.ok:
+            raise CommandError(f"{result.failed} record(s) failed", returncode=1)
+
+
+def _is_tty(stream: Any) -> bool:
+    inner = getattr(stream, "_out", stream)
+    return bool(getattr(inner, "isatty", lambda: False)())
+
+
+class _Progress:
+    def __init__(self, stream: Any, total: int) -> None:
+        self.out: TextIO = getattr(stream, "_out", stream)
+        self.total = max(total, 1)
+        self.done = 0
+        self.shown = -1
+
+    def advance(self) -> None:
+        self.done += 1
+        percent = self.done * 100 // self.total
+        if percent != self.shown:
+            self.shown = percent
+            filled = percent * 30 // 100
+            self.out.write(f"\r[{'#' * filled}{'.' * (30 - filled)}] {self.done}/{self.total}")
+            self.out.flush()
+
+    def finish(self) -> None:
+        self.out.write("\n")
+        self.out.flush()

@@ -1,0 +1,292 @@
+"""Replay: run the listeners again for chosen historical records.
+
+The history table is a durable log of every change: replay selects records of one model, resolves
+each exactly as the listener does (same ``old``/``new``, same metadata, ``event.replayed`` True)
+and runs the subscribed listeners, each record in its own transaction, in history order. Records
+are streamed, so memory does not grow with their number. Replay is at-least-once by nature:
+listeners should be idempotent.
+"""
+
+from __future__ import annotations
+
+import datetime
+import logging
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from django.apps import apps
+from django.core.exceptions import ValidationError
+from django.db import models, transaction
+from django.utils import timezone
+from django.utils.dateparse import parse_date, parse_datetime
+from pgpubsub.channel import locate_channel
+
+from .channel import HistoryTriggerChannel, is_history_channel
+from .exceptions import PgpubsubSimplehistoryError
+from .resolution import object_attname, resolve_record
+from .subscribe import Subscription, history_channels
+
+logger = logging.getLogger("pgpubsub_simplehistory")
+
+HISTORY_TYPES = ("+", "~", "-")
+
+
+class ReplayError(PgpubsubSimplehistoryError):
+    """The replay request is invalid (unknown model, id, channel, listener, date...)."""
+
+
+@dataclass(frozen=True)
+class ReplayItem:
+    """One historical record and the listeners it will be (or was) delivered to."""
+
+    history_id: Any
+    history_type: str
+    history_date: datetime.datetime
+    object_id: Any
+    subscriptions: tuple[Subscription, ...]
+
+
+@dataclass
+class ReplayResult:
+    replayed: int = 0
+    failed: int = 0
+    skipped: int = 0
+    errors: list[tuple[Any, str]] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return self.failed == 0
+
+    def summary(self) -> str:
+        return f"replayed {self.replayed}, failed {self.failed}, skipped {self.skipped}"
+
+
+@dataclass(frozen=True)
+class ReplayPlan:
+    """A validated replay request: what will be selected and who will receive it."""
+
+    model: type[models.Model]
+    history_model: type[models.Model]
+    subscriptions: tuple[Subscription, ...]
+    queryset: models.QuerySet[Any]
+    using: str
+
+    def count(self) -> int:
+        return self.queryset.count()
+
+    def items(self) -> Iterator[tuple[Any, ReplayItem]]:
+        attname = object_attname(self.history_model, self.model)
+        for record in self.queryset.iterator(chunk_size=500):
+            subs = tuple(s for s in self.subscriptions if s.accepts(record.history_type))
+            yield (
+                record,
+                ReplayItem(
+                    history_id=record.pk,
+                    history_type=record.history_type,
+                    history_date=record.history_date,
+                    object_id=getattr(record, attname),
+                    subscriptions=subs,
+                ),
+            )
+
+
+def plan_replay(
+    model: str | type[models.Model],
+    history_ids: Sequence[Any] = (),
+    *,
+    since: str | datetime.datetime | None = None,
+    until: str | datetime.datetime | None = None,
+    object_ids: Sequence[Any] = (),
+    history_types: Sequence[str] = (),
+    channel: str | type[HistoryTriggerChannel] | None = None,
+    listener: str | Callable[..., Any] | None = None,
+    select_all: bool = False,
+    using: str = "default",
+) -> ReplayPlan:
+    """Validate a replay request. Raises :class:`ReplayError` naming what is wrong."""
+    model_cls = _model(model)
+    history_model = _history_model(model_cls)
+    subscriptions = _subscriptions(model_cls, channel, listener)
+    if not (history_ids or since or until or object_ids or history_types or select_all):
+        raise ReplayError(
+            "nothing selected: give history ids, --since/--until, --object, --type or --all"
+        )
+    pk = history_model._meta.pk
+    assert pk is not None
+    queryset = history_model._default_manager.using(using).all()
+    if history_ids:
+        ids = [_parse(pk, value, "history id") for value in history_ids]
+        found = set(queryset.filter(pk__in=ids).values_list("pk", flat=True))
+        missing = [str(i) for i in ids if i not in found]
+        if missing:
+            raise ReplayError(
+                f"unknown history id(s) of {history_model._meta.label}: {', '.join(missing)}"
+            )
+        queryset = queryset.filter(pk__in=ids)
+    if object_ids:
+        model_pk = model_cls._meta.pk
+        assert model_pk is not None
+        attname = object_attname(history_model, model_cls)
+        objects = [_parse(model_pk, value, "object id") for value in object_ids]
+        queryset = queryset.filter(**{f"{attname}__in": objects})
+    if since:
+        queryset = queryset.filter(history_date__gte=_datetime(since, "--since"))
+    if until:
+        queryset = queryset.filter(history_date__lte=_datetime(until, "--until", end=True))
+    if history_types:
+        unknown = sorted(set(history_types) - set(HISTORY_TYPES))
+        if unknown:
+            raise ReplayError(f"unknown history type(s) {', '.join(unknown)}: use + ~ -")
+        queryset = queryset.filter(history_type__in=list(history_types))
+    queryset = queryset.order_by("history_date", pk.name)
+    return ReplayPlan(model_cls, history_model, subscriptions, queryset, using)
+
+
+def replay(
+    model: str | type[models.Model],
+    history_ids: Sequence[Any] = (),
+    *,
+    dry_run: bool = False,
+    stop_on_error: bool = False,
+    on_item: Callable[[ReplayItem, str], None] | None = None,
+    **selection: Any,
+) -> ReplayResult:
+    """Re-deliver historical records of ``model`` to their channels' listeners.
+
+    ``selection`` takes the keyword arguments of :func:`plan_replay` (``since``, ``until``,
+    ``object_ids``, ``history_types``, ``channel``, ``listener``, ``select_all``, ``using``).
+    ``on_item(item, outcome)`` is called after each record with ``"replayed"``, ``"failed"``,
+    ``"skipped"`` or ``"dry-run"``.
+
+    Raises:
+        ReplayError: the request is invalid; nothing was run.
+    """
+    plan = plan_replay(model, history_ids, **selection)
+    return run_plan(plan, dry_run=dry_run, stop_on_error=stop_on_error, on_item=on_item)
+
+
+def run_plan(
+    plan: ReplayPlan,
+    *,
+    dry_run: bool = False,
+    stop_on_error: bool = False,
+    on_item: Callable[[ReplayItem, str], None] | None = None,
+) -> ReplayResult:
+    result = ReplayResult()
+    for record, item in plan.items():
+        if dry_run:
+            outcome = "dry-run"
+        elif not item.subscriptions:
+            result.skipped += 1
+            outcome = "skipped"
+        else:
+            outcome = _replay_one(plan, record, item, result)
+        if on_item is not None:
+            on_item(item, outcome)
+        if outcome == "failed" and stop_on_error:
+            break
+    return result
+
+
+def _replay_one(plan: ReplayPlan, record: Any, item: ReplayItem, result: ReplayResult) -> str:
+    try:
+        with transaction.atomic(using=plan.using):
+            by_channel: dict[type[HistoryTriggerChannel], list[Subscription]] = {}
+            for subscription in item.subscriptions:
+                by_channel.setdefault(subscription.channel, []).append(subscription)
+            for channel, subscriptions in by_channel.items():
+                change = resolve_record(channel, record, using=plan.using, replayed=True)
+                for subscription in subscriptions:
+                    subscription.call(change)
+    except Exception as exc:
+        logger.exception(
+            "replay of %s history_id=%s failed", plan.history_model._meta.label, item.history_id
+        )
+        result.failed += 1
+        result.errors.append((item.history_id, f"{type(exc).__name__}: {exc}"))
+        return "failed"
+    result.replayed += 1
+    return "replayed"
+
+
+def _model(model: str | type[models.Model]) -> type[models.Model]:
+    if isinstance(model, type):
+        return model
+    try:
+        return apps.get_model(model)
+    except (LookupError, ValueError):
+        raise ReplayError(f"unknown model {model!r} (expected app_label.ModelName)") from None
+
+
+def _history_model(model: type[models.Model]) -> type[models.Model]:
+    from simple_history.exceptions import NotHistoricalModelError
+    from simple_history.utils import get_history_model_for_model
+
+    try:
+        history: type[models.Model] = get_history_model_for_model(model)
+    except NotHistoricalModelError:
+        raise ReplayError(f"{model._meta.label} has no history (HistoricalRecords)") from None
+    return history
+
+
+def _subscriptions(
+    model: type[models.Model],
+    channel: str | type[HistoryTriggerChannel] | None,
+    listener: str | Callable[..., Any] | None,
+) -> tuple[Subscription, ...]:
+    channels = [c for c in history_channels() if c.tracked_model() is model]
+    if channel is not None:
+        try:
+            wanted = locate_channel(channel)
+        except Exception:
+            raise ReplayError(f"channel {channel!r} not found") from None
+        if not is_history_channel(wanted) or wanted not in channels:
+            raise ReplayError(
+                f"channel {getattr(wanted, '__qualname__', wanted)} does not publish "
+                f"{model._meta.label}"
+            )
+        channels = [wanted]
+    if not channels:
+        raise ReplayError(f"no history channel with listeners publishes {model._meta.label}")
+    subscriptions = [s for c in channels for s in c.subscriptions()]
+    if listener is not None:
+        name = listener if isinstance(listener, str) else _dotted(listener)
+        subscriptions = [s for s in subscriptions if s.name == name]
+        if not subscriptions:
+            raise ReplayError(
+                f"listener {name} is not subscribed to a channel of {model._meta.label}"
+            )
+    return tuple(subscriptions)
+
+
+def _dotted(func: Callable[..., Any]) -> str:
+    return f"{func.__module__}.{func.__qualname__}"
+
+
+def _parse(field_: Any, value: Any, what: str) -> Any:
+    try:
+        return field_.to_python(value)
+    except ValidationError:
+        raise ReplayError(f"malformed {what} {value!r}") from None
+
+
+def _datetime(value: str | datetime.datetime, option: str, end: bool = False) -> datetime.datetime:
+    if isinstance(value, datetime.datetime):
+        parsed: datetime.datetime | None = value
+    else:
+        try:
+            parsed = parse_datetime(value)
+            if parsed is None:
+                day = parse_date(value)
+                if day is not None:
+                    parsed = datetime.datetime.combine(
+                        day, datetime.time.max if end else datetime.time.min
+                    )
+        except ValueError:
+            parsed = None
+    if parsed is None:
+        raise ReplayError(f"{option}: {value!r} is not an ISO 8601 date or datetime")
+    if timezone.is_naive(parsed):
+        parsed = timezone.make_aware(parsed)
+    return parsed
