@@ -11,7 +11,6 @@ import logging
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from django.db import models
 from pgpubsub.channel import BaseChannel, TriggerChannel, registry
 from pgpubsub.models import Notification
 
@@ -36,11 +35,6 @@ __all__ = [
 def notification_table() -> str:
     """The table in which lockable channels store their notifications."""
     return str(Notification._meta.db_table)
-
-
-def stored_notifications() -> models.QuerySet[Any]:
-    queryset: models.QuerySet[Any] = Notification.objects.all()
-    return queryset
 
 
 def register_callback(channel: type[BaseChannel], callback: Callable[..., Any]) -> None:

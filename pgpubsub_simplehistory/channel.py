@@ -27,12 +27,22 @@ class HistoryTriggerChannel(TriggerChannel):  # type: ignore[misc]
 
     Attributes:
         model: The model whose changes are published.
-        lock_notifications: Store each notification (``pgpubsub_notification``) so that exactly one
-            listener process handles it and nothing is lost while no listener runs.
+        lock_notifications: Store each notification so that exactly one listener process
+            handles it, in per-object order, with retries, and nothing is lost while no listener
+            runs.
+        max_attempts: Attempts before a failing notification is parked (lockable channels).
+        retry_base_delay: Seconds before the first retry; doubled for each further attempt.
+        retry_max_delay: Upper bound of the delay between attempts, in seconds.
+        parked_blocks_object: While a notification is parked, later changes of the same object
+            wait (True, the default: order is never broken) or flow (False).
     """
 
     model: ClassVar[Any] = NotImplementedError
     lock_notifications: ClassVar[bool] = False
+    max_attempts: ClassVar[int] = 5
+    retry_base_delay: ClassVar[float] = 1.0
+    retry_max_delay: ClassVar[float] = 300.0
+    parked_blocks_object: ClassVar[bool] = True
 
     history: Any = None
     event: HistoryEvent | None = None

@@ -1,14 +1,20 @@
-"""Listening: LISTEN on the channels' Postgres channels and hand each NOTIFY to processing.
+"""Listening: wait for NOTIFYs on a dedicated connection, process on Django's connection.
 
-One Django connection per listener process, in autocommit: it LISTENs, and processing runs its
-short transactions on it too, so it never sits idle in a transaction (which would stop Postgres
-from trimming the NOTIFY queue). On start, and every ``sweep_interval`` seconds, stored
-notifications of lockable history channels are swept, so nothing stored while no listener was
-connected waits for a new NOTIFY.
+Two connections per listener process:
+
+* the **listen connection** (raw, autocommit, never in a transaction) only LISTENs and waits, so
+  Postgres can always trim its NOTIFY queue past it, however long a listener runs;
+* Django's connection claims stored notifications and runs the listeners in short transactions.
+
+A NOTIFY of a lockable history channel is a doorbell: the listener then drains the table, oldest
+first. The table is also swept every ``sweep_interval`` seconds (retries become due, notifications
+sent while no listener was connected), and on start and after every reconnect. When the server
+restarts or a backend is killed, the listener reconnects with exponential backoff.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import select
 import signal
@@ -20,16 +26,18 @@ from types import FrameType
 from typing import Any
 
 from django.conf import settings
-from django.db import connections
+from django.db import DatabaseError, InterfaceError, OperationalError, connections
 
 from . import _pgpubsub
 from .channel import is_history_channel
 from .exceptions import ChannelConfigurationError
-from .processing import handle_notify, sweep
+from .processing import drain, handle_notify
 
 logger = logging.getLogger("pgpubsub_simplehistory")
 
-DEFAULT_SWEEP_INTERVAL = 5.0
+DEFAULT_SWEEP_INTERVAL = 2.0
+DRAIN_BATCH = 200
+RECONNECT_MAX_DELAY = 5.0
 
 
 @dataclass(frozen=True)
@@ -57,22 +65,22 @@ def select_channels(names: Sequence[str | type[Any]] | None = None) -> list[type
                 raise ChannelConfigurationError(f"channel {name!r} not found") from None
         chosen = [c for c in registered if issubclass(c, tuple(wanted))]
     if not chosen:
+        asked = f" (asked for {', '.join(map(str, names))})" if names else ""
         raise ChannelConfigurationError(
             "no channel with subscribed listeners to listen to; import your listeners module "
-            "in an AppConfig.ready()"
-            + (f" (asked for {', '.join(map(str, names))})" if names else "")
+            "in an AppConfig.ready()" + asked
         )
     return chosen
 
 
 class Listener:
-    """Receives notifications for ``channels`` on one connection and processes them.
+    """Receives notifications for ``channels`` and processes them.
 
     Args:
         channels: Channel classes or dotted paths; ``None`` for every subscribed channel.
-        using: Database alias to listen on.
+        using: Database alias.
         sweep_interval: Seconds between sweeps of stored notifications
-            (``PGPUBSUB_SIMPLEHISTORY_SWEEP_INTERVAL``, default 5).
+            (``PGPUBSUB_SIMPLEHISTORY_SWEEP_INTERVAL``, default 2).
         recover: Also let django-pgpubsub recover stored notifications of its plain channels.
     """
 
@@ -85,6 +93,8 @@ class Listener:
         recover: bool = False,
     ) -> None:
         self.channels = select_channels(channels)
+        self.stored = [c for c in self.channels if is_history_channel(c) and c.lock_notifications]
+        self._stored_names = {c.listen_safe_name() for c in self.stored}
         self.using = using
         if sweep_interval is None:
             sweep_interval = float(
@@ -94,65 +104,118 @@ class Listener:
         self.recover = recover
         self._queue: deque[Notify] = deque()
         self._source: _Source | None = None
-        self._last_sweep = 0.0
+        self._next_sweep = 0.0
+        self._doorbell = False
+        self._more = False
         self._stopping = False
 
-    @property
-    def connection(self) -> Any:
-        return connections[self.using]
+    # -- connection -------------------------------------------------------------------------
 
     def start(self) -> None:
-        """LISTEN on every channel, then sweep what was stored meanwhile."""
-        conn = self.connection
-        conn.ensure_connection()
-        if not conn.get_autocommit():
-            raise ChannelConfigurationError("the listener's connection must be in autocommit")
-        with conn.cursor() as cursor:
-            for channel in self.channels:
-                cursor.execute(f'LISTEN "{channel.listen_safe_name()}"')
-                logger.info("listening on %s", channel.name())
-        self._source = _source_for(conn.connection, self._queue)
+        """Open the listen connection, LISTEN on every channel, then catch up on the table."""
+        self._connect()
         if self.recover:
             for channel in self.channels:
                 if not is_history_channel(channel) and channel.lock_notifications:
-                    handle_notify(
-                        channel.listen_safe_name(), "", Notify(channel.listen_safe_name(), "", 0)
-                    )
+                    name = channel.listen_safe_name()
+                    handle_notify(name, "", Notify(name, "", 0))
         self.sweep()
 
-    def sweep(self) -> None:
+    def _connect(self) -> None:
+        wrapper = connections[self.using]
+        raw = wrapper.get_new_connection(wrapper.get_connection_params())
+        raw.autocommit = True
+        cursor = raw.cursor()
         for channel in self.channels:
-            if is_history_channel(channel) and channel.lock_notifications:
-                sweep(channel)
-        self._last_sweep = time.monotonic()
+            cursor.execute(f'LISTEN "{channel.listen_safe_name()}"')
+            logger.info("listening on %s", channel.name())
+        cursor.close()
+        self._source = _source_for(raw, self._queue)
+
+    def _disconnect(self) -> None:
+        if self._source is not None:
+            self._source.close()
+            self._source = None
+        connections[self.using].close()
+
+    def close(self) -> None:
+        self._disconnect()
+
+    # -- processing -------------------------------------------------------------------------
+
+    def sweep(self) -> int:
+        """Process every available stored notification of the lockable history channels."""
+        processed = 0
+        while self.stored and not self._stopping:
+            counts = drain(self.stored, limit=DRAIN_BATCH, should_stop=lambda: self._stopping)
+            batch = sum(counts.values())
+            processed += batch
+            if batch < DRAIN_BATCH:
+                break
+        self._next_sweep = time.monotonic() + self.sweep_interval
+        return processed
 
     def process_available(self, timeout: float = 0.0) -> int:
-        """Wait up to ``timeout`` seconds for notifications; process all that arrived."""
+        """Wait up to ``timeout`` seconds for notifications, then process what is available.
+
+        Returns the number of notifications handled (NOTIFYs of other channels plus stored
+        notifications processed).
+        """
         if self._source is None:
             self.start()
         assert self._source is not None
-        if not self._queue:
-            self._source.wait(timeout)
+        if not self._queue and not self._more:
+            wait = min(timeout, max(self._next_sweep - time.monotonic(), 0.0))
+            self._source.wait(wait)
         handled = 0
         while self._queue and not self._stopping:
             notify = self._queue.popleft()
+            if notify.channel in self._stored_names:
+                self._doorbell = True
+                continue
             handle_notify(notify.channel, notify.payload, notify)
             handled += 1
-        if time.monotonic() - self._last_sweep >= self.sweep_interval:
-            self.sweep()
+        if self.stored and (self._doorbell or self._more or time.monotonic() >= self._next_sweep):
+            self._doorbell = False
+            counts = drain(self.stored, limit=DRAIN_BATCH, should_stop=lambda: self._stopping)
+            batch = sum(counts.values())
+            self._more = batch >= DRAIN_BATCH
+            handled += batch
+            if not self._more:
+                self._next_sweep = time.monotonic() + self.sweep_interval
         return handled
 
     def run(self, until: Callable[[], bool] | None = None, poll: float = 1.0) -> None:
-        """Process notifications until :meth:`stop` is called (or ``until()`` is true)."""
-        self.start()
-        logger.info("listener ready")
-        while not self._stopping and not (until and until()):
-            self.process_available(timeout=min(poll, self.sweep_interval))
-        self.close()
+        """Process notifications until :meth:`stop` is called (or ``until()`` is true).
 
-    def stop(self, *_: Any) -> None:
+        Database errors (server restart, killed backend) close both connections; the listener
+        reconnects with exponential backoff and sweeps the table before waiting again.
+        """
+        delay = 0.1
+        while not self._stopping and not (until and until()):
+            try:
+                if self._source is None:
+                    self.start()
+                    logger.info("listener ready")
+                self.process_available(timeout=min(poll, self.sweep_interval))
+                delay = 0.1
+            except (OperationalError, InterfaceError, DatabaseError, _ConnectionLost) as exc:
+                logger.warning("database connection lost (%s); reconnecting in %.1fs", exc, delay)
+                self._disconnect()
+                self._sleep(delay)
+                delay = min(delay * 2, RECONNECT_MAX_DELAY)
+        self.close()
+        logger.info("listener stopped")
+
+    def _sleep(self, seconds: float) -> None:
+        deadline = time.monotonic() + seconds
+        while not self._stopping and time.monotonic() < deadline:
+            time.sleep(min(0.05, seconds))
+
+    def stop(self) -> None:
         """Finish the notification in progress, then return from :meth:`run`."""
         if self._stopping:
+            logger.warning("second stop signal: exiting now (the open transaction rolls back)")
             raise SystemExit(1)
         logger.info("stopping after the current notification")
         self._stopping = True
@@ -164,14 +227,9 @@ class Listener:
         signal.signal(signal.SIGTERM, handler)
         signal.signal(signal.SIGINT, handler)
 
-    def close(self) -> None:
-        if self._source is not None:
-            self._source.close()
-            self._source = None
-        conn = self.connection
-        if conn.connection is not None and not conn.in_atomic_block:
-            with conn.cursor() as cursor:
-                cursor.execute("UNLISTEN *")
+
+class _ConnectionLost(Exception):
+    pass
 
 
 class _Source:
@@ -180,28 +238,28 @@ class _Source:
         self.queue = queue
 
     def wait(self, timeout: float) -> None:
-        readable, _, _ = select.select([self.raw.fileno()], [], [], timeout)
-        if readable:
-            self.read()
-        else:
-            self.collect()
+        try:
+            readable, _, _ = select.select([self.raw.fileno()], [], [], timeout)
+            if readable:
+                self.read()
+        except (OSError, ValueError) as exc:
+            raise _ConnectionLost(f"listen connection: {exc}") from exc
+        except Exception as exc:
+            if _is_connection_error(exc):
+                raise _ConnectionLost(f"listen connection: {exc}") from exc
+            raise
 
     def read(self) -> None:
         raise NotImplementedError
 
-    def collect(self) -> None:
-        """Move notifications already received (during queries) into the queue."""
-
     def close(self) -> None:
-        return None
+        with contextlib.suppress(Exception):
+            self.raw.close()
 
 
 class _Psycopg2Source(_Source):
     def read(self) -> None:
         self.raw.poll()
-        self.collect()
-
-    def collect(self) -> None:
         notifies = self.raw.notifies
         while notifies:
             n = notifies.pop(0)
@@ -209,25 +267,24 @@ class _Psycopg2Source(_Source):
 
 
 class _Psycopg3Source(_Source):
-    def __init__(self, raw: Any, queue: deque[Notify]) -> None:
-        super().__init__(raw, queue)
-        # Notifications that arrive while a query runs are delivered to handlers.
-        raw.add_notify_handler(self._on_notify)
-
-    def _on_notify(self, n: Any) -> None:
-        self.queue.append(Notify(n.channel, n.payload, n.pid))
-
     def read(self) -> None:
         pgconn = self.raw.pgconn
         pgconn.consume_input()
+        if pgconn.status != 0:  # CONNECTION_OK
+            raise _ConnectionLost("listen connection closed by the server")
         while (n := pgconn.notifies()) is not None:
             self.queue.append(Notify(n.relname.decode(), n.extra.decode(), n.be_pid))
 
-    def close(self) -> None:
-        self.raw.remove_notify_handler(self._on_notify)
-
 
 def _source_for(raw: Any, queue: deque[Notify]) -> _Source:
-    if hasattr(raw, "add_notify_handler"):
+    if hasattr(raw, "pgconn"):
         return _Psycopg3Source(raw, queue)
     return _Psycopg2Source(raw, queue)
+
+
+def _is_connection_error(exc: BaseException) -> bool:
+    module = type(exc).__module__
+    return module.startswith(("psycopg", "psycopg2")) and type(exc).__name__ in (
+        "OperationalError",
+        "InterfaceError",
+    )

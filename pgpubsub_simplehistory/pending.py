@@ -13,6 +13,7 @@ from django.db import connections
 
 from . import _pgpubsub
 from .event import MigrationRef
+from .models import Notification
 
 
 @dataclass(frozen=True)
@@ -29,15 +30,19 @@ class PendingGroup:
 def pending_notifications(using: str = "default") -> list[PendingGroup]:
     """Group the stored notifications by channel and by migration state at change time.
 
-    History channels record the state in the payload (``migration``); django-pgpubsub's plain
-    channels in ``db_version``.
+    Pending and retrying notifications of history channels (parked ones are reported by
+    ``manage.py parked``), and the stored notifications of django-pgpubsub's own lockable
+    channels (their migration state is pgpubsub's ``db_version``).
     """
-    table = _pgpubsub.notification_table()
     sql = f"""
         SELECT n.channel, m.id, m.app, m.name, count(*), min(n.created_at)
-        FROM "{table}" n
-        LEFT JOIN django_migrations m
-          ON m.id = COALESCE((n.payload ->> 'migration')::integer, n.db_version)
+        FROM (
+            SELECT channel, migration, created_at FROM "{Notification._meta.db_table}"
+            WHERE state = 'pending'
+            UNION ALL
+            SELECT channel, db_version, created_at FROM "{_pgpubsub.notification_table()}"
+        ) n
+        LEFT JOIN django_migrations m ON m.id = n.migration
         GROUP BY n.channel, m.id, m.app, m.name
         ORDER BY n.channel, m.id NULLS FIRST
     """

@@ -1,25 +1,40 @@
-"""Processing: one notification → resolved change → subscribed listeners, in one transaction.
+"""Processing: claim a stored notification, resolve it, run the listeners, settle it.
 
-Owns the database state of notifications: a stored (lockable) notification is claimed by primary
-key with ``FOR UPDATE SKIP LOCKED``, the listeners run in a savepoint inside the claiming
-transaction, and the stored row is deleted in that same transaction only when they all succeed.
-When anything fails the listeners' writes are rolled back, the row is kept for the next sweep and
-one error line names channel, model and history id.
+Lockable history channels (``pgpubsub_simplehistory_notification``):
+
+* **claim**: the oldest pending row that is available (``available_at <= now()``) and whose object
+  has no earlier open notification, ``FOR UPDATE SKIP LOCKED``, through the partial index on
+  pending rows. An earlier notification of the same object that is pending, in flight or waiting
+  for a retry (or parked, when the channel's ``parked_blocks_object`` is True) holds back the later
+  ones: each object's changes are delivered in history order, different objects in parallel.
+* **run**: the listeners run in a savepoint inside the claiming transaction; on success the row is
+  deleted in that transaction, so the listeners' database writes and "done" commit together.
+* **settle a failure**: the savepoint is rolled back; the row gets ``attempts + 1``, its error and
+  traceback, and ``available_at`` pushed back exponentially (``retry_base_delay`` *
+  2^(attempts-1), at most ``retry_max_delay``). After ``max_attempts`` it is parked. A payload
+  that cannot be resolved (unknown model, history row deleted) is parked at once.
+
+Non-lockable history channels process the NOTIFY payload directly (at most once, as in
+django-pgpubsub); django-pgpubsub's own channels are handed to its processors.
 """
 
 from __future__ import annotations
 
+import datetime
 import enum
 import logging
 import time
-from dataclasses import dataclass
+import traceback
+from collections.abc import Sequence
 from typing import Any
 
-from django.db import transaction
+from django.db import DatabaseError, connection, transaction
+from django.utils import timezone
 
 from . import _pgpubsub
 from .channel import HistoryTriggerChannel, is_history_channel
 from .exceptions import PgpubsubSimplehistoryError
+from .models import Notification, State
 from .payload import HistoryPayload
 from .resolution import ResolvedChange, resolve
 
@@ -28,18 +43,10 @@ logger = logging.getLogger("pgpubsub_simplehistory")
 
 class Outcome(enum.Enum):
     PROCESSED = "processed"
+    RETRY = "retry"
+    PARKED = "parked"
     FAILED = "failed"
     SKIPPED = "skipped"
-
-
-@dataclass
-class SweepResult:
-    processed: int = 0
-    failed: int = 0
-    skipped: int = 0
-
-    def add(self, outcome: Outcome) -> None:
-        setattr(self, outcome.value, getattr(self, outcome.value) + 1)
 
 
 def dispatch(change: ResolvedChange) -> int:
@@ -52,8 +59,138 @@ def dispatch(change: ResolvedChange) -> int:
     return called
 
 
+_CLAIM_SQL = f"""
+    SELECT n.id FROM {Notification._meta.db_table} n
+    WHERE n.state = 'pending'
+      AND n.channel = ANY(%(channels)s)
+      AND n.available_at <= now()
+      AND NOT EXISTS (
+        SELECT 1 FROM {Notification._meta.db_table} e
+        WHERE e.channel = n.channel AND e.object_key = n.object_key AND e.id < n.id
+          AND (e.state = 'pending' OR (e.state = 'parked' AND e.channel = ANY(%(blocking)s)))
+      )
+    ORDER BY n.id
+    LIMIT 1
+    FOR UPDATE OF n SKIP LOCKED
+"""
+
+
+def claim_next(channels: Sequence[type[HistoryTriggerChannel]]) -> Notification | None:
+    """Lock and return the next notification to process (call inside a transaction)."""
+    names = [c.listen_safe_name() for c in channels]
+    blocking = [c.listen_safe_name() for c in channels if c.parked_blocks_object]
+    with connection.cursor() as cursor:
+        cursor.execute(_CLAIM_SQL, {"channels": names, "blocking": blocking})
+        row = cursor.fetchone()
+    if row is None:
+        return None
+    claimed: Notification = Notification.objects.get(pk=row[0])
+    return claimed
+
+
+def process_next(channels: Sequence[type[HistoryTriggerChannel]]) -> Outcome | None:
+    """Claim and process one stored notification; None when nothing is available."""
+    by_name = {c.listen_safe_name(): c for c in channels}
+    with transaction.atomic():
+        row = claim_next(channels)
+        if row is None:
+            return None
+        return _process_row(by_name[row.channel], row)
+
+
+def drain(
+    channels: Sequence[type[HistoryTriggerChannel]],
+    limit: int | None = None,
+    should_stop: Any = None,
+) -> dict[Outcome, int]:
+    """Process available notifications until none is left (or ``limit``, or ``should_stop()``)."""
+    counts = {outcome: 0 for outcome in Outcome}
+    done = 0
+    while limit is None or done < limit:
+        if should_stop is not None and should_stop():
+            break
+        outcome = process_next(channels)
+        if outcome is None:
+            break
+        counts[outcome] += 1
+        done += 1
+    return counts
+
+
+def _process_row(channel: type[HistoryTriggerChannel], row: Notification) -> Outcome:
+    started = time.perf_counter()
+    where = (
+        f"channel {channel.name()} model {row.model} history_id={row.history_id} "
+        f"(notification {row.pk}, attempt {row.attempts + 1})"
+    )
+    try:
+        with transaction.atomic():
+            change = resolve(channel, HistoryPayload.parse(row.as_payload()))
+            dispatch(change)
+    except PgpubsubSimplehistoryError as exc:
+        _ensure_connection_usable()
+        logger.error("cannot process %s: %s; parked", where, exc)
+        _settle_failure(channel, row, exc, permanent=True)
+        return Outcome.PARKED
+    except Exception as exc:
+        _ensure_connection_usable()
+        outcome = _settle_failure(channel, row, exc, permanent=False)
+        if outcome is Outcome.PARKED:
+            logger.exception(
+                "listener failed for %s; parked after %d attempts", where, row.attempts
+            )
+        else:
+            logger.exception(
+                "listener failed for %s; rolled back, retry at %s", where, row.available_at
+            )
+        return outcome
+    row.delete()
+    logger.info(
+        "processed %s type=%s in %.1f ms",
+        where,
+        row.history_type,
+        (time.perf_counter() - started) * 1000,
+        extra={"channel": channel.name(), "model": row.model, "history_id": row.history_id},
+    )
+    return Outcome.PROCESSED
+
+
+def retry_delay(channel: type[HistoryTriggerChannel], attempts: int) -> float:
+    """Seconds to wait before attempt ``attempts + 1``."""
+    delay = channel.retry_base_delay * (2 ** max(attempts - 1, 0))
+    return float(min(delay, channel.retry_max_delay))
+
+
+def _settle_failure(
+    channel: type[HistoryTriggerChannel], row: Notification, exc: BaseException, permanent: bool
+) -> Outcome:
+    row.attempts += 1
+    row.last_error = f"{type(exc).__name__}: {exc}"[:10_000]
+    row.last_traceback = "".join(traceback.format_exception(exc))[:50_000]
+    if permanent or row.attempts >= channel.max_attempts:
+        row.state = str(State.PARKED)
+        outcome = Outcome.PARKED
+    else:
+        row.available_at = timezone.now() + datetime.timedelta(
+            seconds=retry_delay(channel, row.attempts)
+        )
+        outcome = Outcome.RETRY
+    row.save(update_fields=["attempts", "last_error", "last_traceback", "state", "available_at"])
+    return outcome
+
+
+def _ensure_connection_usable() -> None:
+    """A failure caused by a lost connection is not the listener's fault: re-raise it."""
+    if connection.connection is None or not connection.is_usable():
+        raise DatabaseError("database connection lost while processing a notification")
+
+
 def handle_notify(channel_name: str, payload: str, notify: Any = None) -> Outcome:
-    """Handle one NOTIFY received on ``channel_name``. Never raises for bad input."""
+    """Handle a NOTIFY of a non-lockable history channel or a django-pgpubsub channel.
+
+    NOTIFYs of lockable history channels only ring the doorbell (see ``Listener``); they are
+    processed from the table. Never raises for bad input.
+    """
     channel = _pgpubsub.channel_by_listen_name(channel_name)
     if channel is None:
         logger.error("notification on unknown channel %s ignored: %.200s", channel_name, payload)
@@ -61,127 +198,23 @@ def handle_notify(channel_name: str, payload: str, notify: Any = None) -> Outcom
     if not is_history_channel(channel):
         return _handle_plain(channel, notify)
     if channel.lock_notifications:
-        if payload == "":
-            # django-pgpubsub's process_stored_notifications() asks listeners to recover.
-            sweep(channel)
-            return Outcome.PROCESSED
-        parsed = _parse(channel, payload)
-        if parsed is None:
-            return Outcome.FAILED
-        if parsed.notification_id is None:
-            logger.error(
-                "notification on lockable channel %s without notification_id (history_id=%r); "
-                "sweeping the channel's stored notifications instead",
-                channel.name(),
-                parsed.history_id,
-            )
-            sweep(channel)
-            return Outcome.FAILED
-        return process_stored(channel, parsed.notification_id)
-    parsed = _parse(channel, payload)
-    if parsed is None:
-        return Outcome.FAILED
-    return _run(channel, parsed)
-
-
-def process_stored(channel: type[HistoryTriggerChannel], notification_id: int) -> Outcome:
-    """Claim stored notification ``notification_id`` by key, process it, delete it on success."""
-    with transaction.atomic():
-        stored = (
-            _pgpubsub.stored_notifications()
-            .select_for_update(skip_locked=True)
-            .filter(pk=notification_id, channel=channel.listen_safe_name())
-            .first()
-        )
-        if stored is None:
-            logger.debug(
-                "notification %s of %s already taken or processed", notification_id, channel.name()
-            )
-            return Outcome.SKIPPED
-        return _process_claimed(channel, stored)
-
-
-def _process_claimed(channel: type[HistoryTriggerChannel], stored: Any) -> Outcome:
-    parsed = _parse(channel, stored.payload, notification_id=stored.pk)
-    if parsed is None:
-        return Outcome.FAILED
-    outcome = _run(channel, parsed)
-    if outcome is Outcome.PROCESSED:
-        stored.delete()
-    return outcome
-
-
-def sweep(channel: type[HistoryTriggerChannel], limit: int | None = None) -> SweepResult:
-    """Process the channel's stored notifications, oldest first, each in its own transaction.
-
-    Notifications that fail stay stored; the sweep moves past them (it never loops on one).
-    """
-    result = SweepResult()
-    last_id = 0
-    name = channel.listen_safe_name()
-    while limit is None or result.processed + result.failed < limit:
-        with transaction.atomic():
-            stored = (
-                _pgpubsub.stored_notifications()
-                .select_for_update(skip_locked=True)
-                .filter(channel=name, pk__gt=last_id)
-                .order_by("pk")
-                .first()
-            )
-            if stored is None:
-                break
-            last_id = stored.pk
-            result.add(_process_claimed(channel, stored))
-    if result.processed or result.failed:
-        logger.info(
-            "swept %s: %d processed, %d failed (kept for retry)",
-            channel.name(),
-            result.processed,
-            result.failed,
-        )
-    return result
-
-
-def _parse(
-    channel: type[HistoryTriggerChannel], raw: Any, notification_id: int | None = None
-) -> HistoryPayload | None:
+        return Outcome.SKIPPED
     try:
-        parsed = HistoryPayload.parse(raw)
+        parsed = HistoryPayload.parse(payload)
     except PgpubsubSimplehistoryError as exc:
-        where = f" (stored notification {notification_id})" if notification_id else ""
-        logger.error("invalid notification on channel %s%s: %s", channel.name(), where, exc)
-        return None
-    if notification_id is not None and parsed.notification_id is None:
-        parsed = HistoryPayload(**{**parsed.__dict__, "notification_id": notification_id})
-    return parsed
-
-
-def _run(channel: type[HistoryTriggerChannel], payload: HistoryPayload) -> Outcome:
-    started = time.perf_counter()
-    where = (
-        f"channel {channel.name()} model {payload.model_label} history_id={payload.history_id!r}"
-    )
+        logger.error("invalid notification on channel %s: %s", channel.name(), exc)
+        return Outcome.FAILED
+    where = f"channel {channel.name()} model {parsed.model_label} history_id={parsed.history_id!r}"
     try:
         with transaction.atomic():
-            change = resolve(channel, payload)
-            dispatch(change)
+            dispatch(resolve(channel, parsed))
     except PgpubsubSimplehistoryError as exc:
         logger.error("cannot process %s: %s", where, exc)
         return Outcome.FAILED
     except Exception:
         logger.exception("listener failed for %s; its changes were rolled back", where)
         return Outcome.FAILED
-    logger.info(
-        "processed %s type=%s in %.1f ms",
-        where,
-        payload.history_type,
-        (time.perf_counter() - started) * 1000,
-        extra={
-            "channel": channel.name(),
-            "model": payload.model_label,
-            "history_id": payload.history_id,
-        },
-    )
+    logger.info("processed %s type=%s", where, parsed.history_type)
     return Outcome.PROCESSED
 
 

@@ -3,8 +3,9 @@
 One trigger per channel, ``AFTER INSERT`` on the ``HistoricalX`` table, firing only for the history
 types the channel's listeners subscribe to. It builds a small payload that points at the
 historical row (never its columns, so it stays far below NOTIFY's 8000-byte limit), stores it for
-lockable channels, and NOTIFYs. ``makemigrations`` writes it into the app's migrations and
-``migrate`` installs it, like every django-pgtrigger trigger.
+lockable channels (in ``pgpubsub_simplehistory_notification``), and NOTIFYs. ``makemigrations``
+writes it into the app's migrations and ``migrate`` installs it, like every django-pgtrigger
+trigger.
 """
 
 from __future__ import annotations
@@ -19,6 +20,9 @@ if TYPE_CHECKING:
     from .channel import HistoryTriggerChannel
 
 _ALL_TYPES = ("+", "-", "~")
+
+#: Where lockable channels store their notifications (``models.Notification``).
+QUEUE_TABLE = "pgpubsub_simplehistory_notification"
 
 
 def _literal(value: str) -> str:
@@ -50,7 +54,7 @@ class HistoryNotify(pgtrigger.Trigger):
         return pgtrigger.Condition(f"NEW.history_type IN ({', '.join(_literal(t) for t in types)})")
 
     def get_declare(self, model: Any) -> list[tuple[str, str]]:
-        return [("payload", "jsonb"), ("notification_id", "integer")]
+        return [("payload", "jsonb"), ("notification_id", "bigint")]
 
     def get_func(self, model: Any) -> str:
         tracked = self.channel.tracked_model()
@@ -78,8 +82,16 @@ class HistoryNotify(pgtrigger.Trigger):
         """
         if self.channel.lock_notifications:
             notify = f"""
-                INSERT INTO {_ident(_pgpubsub.notification_table())} (channel, payload)
-                VALUES ({channel}, payload) RETURNING id INTO notification_id;
+                INSERT INTO {_ident(QUEUE_TABLE)} (
+                    channel, model, history_model, history_id, history_type, object_key,
+                    migration, context, created_at, state, attempts, available_at,
+                    last_error, last_traceback
+                ) VALUES (
+                    {channel}, payload->>'app' || '.' || (payload->>'model'),
+                    payload->>'history_model', payload->>'history_id', NEW.history_type,
+                    payload->>'object_id', (payload->>'migration')::integer,
+                    payload->'context', now(), 'pending', 0, now(), '', ''
+                ) RETURNING id INTO notification_id;
                 PERFORM pg_notify(
                     {channel},
                     (payload || jsonb_build_object('notification_id', notification_id))::text

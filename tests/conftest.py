@@ -41,6 +41,38 @@ def listener(transactional_db: None) -> Iterator[DrainingListener]:
     lst.close()
 
 
+@pytest.fixture
+def notify_capture(
+    transactional_db: None,
+) -> Iterator[Callable[[type[Any]], Callable[[], list[str]]]]:
+    """``capture = notify_capture(Channel)``; later ``capture()`` returns the NOTIFY payloads."""
+    from collections import deque
+
+    from pgpubsub_simplehistory.listening import Notify, _source_for
+
+    sources = []
+
+    def start(channel: type[Any]) -> Callable[[], list[str]]:
+        raw = connection.get_new_connection(connection.get_connection_params())
+        raw.autocommit = True
+        cursor = raw.cursor()
+        cursor.execute(f'LISTEN "{channel.listen_safe_name()}"')
+        cursor.close()
+        queue: deque[Notify] = deque()
+        source = _source_for(raw, queue)
+        sources.append(source)
+
+        def collect() -> list[str]:
+            source.wait(0.5)
+            return [n.payload for n in queue]
+
+        return collect
+
+    yield start
+    for source in sources:
+        source.close()
+
+
 def subprocess_database_url() -> str:
     """A URL for the test database, for subprocesses."""
     s = connection.settings_dict

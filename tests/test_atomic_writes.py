@@ -7,8 +7,8 @@ from collections.abc import Iterator
 import pytest
 from django.db import connection, transaction
 from django.db.utils import DatabaseError
-from pgpubsub.models import Notification
 
+from pgpubsub_simplehistory.models import Notification
 from testproject.shop.factories import CustomerFactory, OrderFactory
 from testproject.shop.models import AuditNote, Order
 
@@ -101,4 +101,4 @@ def test_plain_simple_history_commits_the_change_without_history(failing_auditno
 def test_successful_save_commits_model_history_and_notification_once():
     order = OrderFactory()
     assert order.history.count() == 1
-    assert Notification.objects.filter(payload__object_id=order.pk).count() == 1
+    assert Notification.objects.filter(object_key=str(order.pk)).count() == 1

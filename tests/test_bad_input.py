@@ -7,8 +7,9 @@ import logging
 
 import pytest
 from django.db import connection
-from pgpubsub.models import Notification
+from django.utils import timezone
 
+from pgpubsub_simplehistory.models import Notification
 from testproject.shop.channels import CustomerChannel, OrderChannel
 from testproject.shop.factories import CustomerFactory, OrderFactory
 from testproject.shop.models import ReceivedEvent
@@ -97,36 +98,50 @@ def test_history_row_gone_keeps_the_stored_notification(listener, caplog):
     assert "shop.Order" in message
     assert "no longer exists" in message
     stored = Notification.objects.get(channel=OrderChannel.listen_safe_name())
-    assert stored.payload["history_id"] == record.pk
+    assert stored.history_id == str(record.pk)
+    assert stored.state == "parked"  # will never resolve: parked at once, with its error
+    assert "no longer exists" in stored.last_error
     assert_still_running(listener)
 
 
 def test_unknown_channel_is_logged(listener, caplog):
-    with connection.cursor() as cursor:
-        cursor.execute('LISTEN "pgpubsub_fffff"')
+    listen = listener._source.raw.cursor()  # a channel no registered class answers to
+    listen.execute('LISTEN "pgpubsub_fffff"')
+    listen.close()
     notify("pgpubsub_fffff", "{}")
     listener.drain()
     assert any("unknown channel pgpubsub_fffff" in m for m in errors(caplog))
     assert_still_running(listener)
 
 
-def test_failing_listener_rolls_back_and_keeps_the_notification(listener, caplog):
+def test_failing_listener_rolls_back_and_keeps_the_notification_for_retry(listener, caplog):
     order = OrderFactory(status="explode")
     listener.drain()
     assert not ReceivedEvent.objects.filter(object_id=str(order.pk)).exists()
-    assert Notification.objects.filter(channel=OrderChannel.listen_safe_name()).count() == 1
+    stored = Notification.objects.get(channel=OrderChannel.listen_safe_name())
+    assert (stored.state, stored.attempts) == ("pending", 1)
+    assert "listener refuses order" in stored.last_error
+    assert "RuntimeError" in stored.last_traceback
+    assert stored.available_at > timezone.now()  # backoff: not retried at once
     (message,) = errors(caplog)
     assert "listener failed" in message and f"history_id={order.history.get().pk}" in message
-    # Fixed data: the next sweep processes the kept notification... still as of its record.
     listener.sweep()
-    assert Notification.objects.filter(channel=OrderChannel.listen_safe_name()).count() == 1
+    assert Notification.objects.get(pk=stored.pk).attempts == 1
     assert_still_running(listener)
 
 
-def test_invalid_stored_payload_is_kept_and_logged(listener, caplog):
-    Notification.objects.create(channel=OrderChannel.listen_safe_name(), payload={"bogus": True})
+def test_invalid_stored_notification_is_parked_and_logged(listener, caplog):
+    bogus = Notification.objects.create(
+        channel=OrderChannel.listen_safe_name(),
+        model="shop.Order",
+        history_model="shop.HistoricalOrder",
+        history_id="not-a-number",
+        history_type="+",
+        object_key="1",
+    )
     listener.sweep()
     (message,) = errors(caplog)
-    assert "stored notification" in message and OrderChannel.name() in message
-    assert Notification.objects.filter(payload__bogus=True).exists()
+    assert f"notification {bogus.pk}" in message and OrderChannel.name() in message
+    assert "'not-a-number' is not a valid primary key of shop.HistoricalOrder" in message
+    assert Notification.objects.get(pk=bogus.pk).state == "parked"
     assert_still_running(listener)

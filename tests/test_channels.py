@@ -8,9 +8,9 @@ from decimal import Decimal
 import pytest
 from django.db import connection
 from pgpubsub.channel import set_notification_context
-from pgpubsub.models import Notification
 from simple_history.utils import bulk_create_with_history, bulk_update_with_history
 
+from pgpubsub_simplehistory.models import Notification
 from testproject.shop.channels import CustomerChannel, OrderChannel
 from testproject.shop.factories import (
     CustomerFactory,
@@ -54,10 +54,11 @@ def test_insert_update_delete_give_old_and_new(listener):
 def test_lockable_notification_is_stored_then_deleted_when_processed(listener):
     order = OrderFactory()
     stored = Notification.objects.get(channel=OrderChannel.listen_safe_name())
-    assert stored.payload["history_type"] == "+"
-    assert stored.payload["object_id"] == order.pk
-    assert stored.payload["history_model"] == "shop.HistoricalOrder"
-    assert stored.payload["history_id"] == order.history.get().history_id
+    assert stored.history_type == "+"
+    assert stored.object_key == str(order.pk)
+    assert (stored.model, stored.history_model) == ("shop.Order", "shop.HistoricalOrder")
+    assert stored.history_id == str(order.history.get().history_id)
+    assert stored.state == "pending" and stored.attempts == 0
     listener.drain()
     assert not Notification.objects.filter(channel=OrderChannel.listen_safe_name()).exists()
     assert len(received("on_order_saved")) == 1
@@ -155,11 +156,13 @@ def test_queryset_update_writes_no_history_and_no_notification(listener):
     assert Notification.objects.count() == 0
 
 
-def test_row_larger_than_notify_limit_still_notifies(listener):
+def test_row_larger_than_notify_limit_still_notifies(listener, notify_capture):
+    capture = notify_capture(OrderChannel)
     notes = "x" * 20_000
     order = OrderFactory(notes=notes)
-    stored = Notification.objects.get()
-    assert len(json.dumps(stored.payload)) < 1000
+    (payload,) = capture()
+    assert len(payload) < 1000
+    assert json.loads(payload)["notification_id"] == Notification.objects.get().pk
     listener.drain()
     (event,) = received("on_order_saved")
     assert event.new["notes"] == notes

@@ -5,8 +5,8 @@ from __future__ import annotations
 import signal
 
 import pytest
-from pgpubsub.models import Notification
 
+from pgpubsub_simplehistory.models import Notification
 from testproject.shop.factories import OrderFactory
 from testproject.shop.models import ReceivedEvent
 

@@ -18,8 +18,9 @@ from typing import Any
 import pytest
 from django.core.management import call_command
 from django.db import DataError, connection
-from pgpubsub.models import Notification
+from pgpubsub.models import Notification as PgpubsubNotification
 
+from pgpubsub_simplehistory.models import Notification
 from testproject.evolving.channels import WidgetChannel, WidgetJsonChannel
 from testproject.evolving.models import Widget
 from testproject.evolving.oldcode import OldCode
@@ -112,7 +113,7 @@ def test_5_model_renamed(at):
     old_code = at("0001_initial")
     pk = old_code.create(name="gadget", weight=5, code="7", title="was a gadget")
     stored = Notification.objects.get(channel=WidgetChannel.listen_safe_name())
-    assert stored.payload["history_model"] == "evolving.HistoricalGadget"
+    assert (stored.model, stored.history_model) == ("evolving.Gadget", "evolving.HistoricalGadget")
 
     (event,) = listen_after_migration()
 
@@ -151,7 +152,10 @@ def test_6_row_deleted_after_the_change_and_before_processing(at):
 def test_7_pgpubsub_json_channel_misses_the_backfill_ours_does_not(at):
     old_code = at("0004_rename_and_remove_fields")
     pk = old_code.create(name="abc")
-    assert Notification.objects.filter(channel=WidgetJsonChannel.listen_safe_name()).count() == 1
+    assert (
+        PgpubsubNotification.objects.filter(channel=WidgetJsonChannel.listen_safe_name()).count()
+        == 1
+    )
 
     (ours,) = listen_after_migration(WidgetChannel, WidgetJsonChannel)
     # django-pgpubsub's trigger on the live table also fired for the data migration's own UPDATE.

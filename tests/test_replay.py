@@ -8,9 +8,9 @@ from io import StringIO
 import pytest
 from django.core.management import CommandError, call_command
 from django.utils import timezone
-from pgpubsub.models import Notification
 
 import pgpubsub_simplehistory as psh
+from pgpubsub_simplehistory.models import Notification
 from testproject.shop.factories import CustomerFactory, OrderFactory
 from testproject.shop.models import Order, ReceivedEvent
 
