@@ -123,13 +123,14 @@ class Listener:
 
     def _connect(self) -> None:
         wrapper = connections[self.using]
-        raw = wrapper.get_new_connection(wrapper.get_connection_params())
-        raw.autocommit = True
-        cursor = raw.cursor()
-        for channel in self.channels:
-            cursor.execute(f'LISTEN "{channel.listen_safe_name()}"')
-            logger.info("listening on %s", channel.name())
-        cursor.close()
+        with wrapper.wrap_database_errors:  # driver errors become django.db errors
+            raw = wrapper.get_new_connection(wrapper.get_connection_params())
+            raw.autocommit = True
+            cursor = raw.cursor()
+            for channel in self.channels:
+                cursor.execute(f'LISTEN "{channel.listen_safe_name()}"')
+                logger.info("listening on %s", channel.name())
+            cursor.close()
         self._source = _source_for(raw, self._queue)
 
     def _disconnect(self) -> None:

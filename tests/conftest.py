@@ -25,10 +25,13 @@ class DrainingListener(Listener):
         """Process notifications until none arrives for ``quiet`` seconds."""
         handled = 0
         deadline = time.monotonic() + timeout
+        last_activity = time.monotonic()
         while time.monotonic() < deadline:
-            n = self.process_available(timeout=quiet)
+            n = self.process_available(timeout=min(quiet, 0.05))
             handled += n
-            if n == 0:
+            if n:
+                last_activity = time.monotonic()
+            elif time.monotonic() - last_activity >= quiet:
                 return handled
         raise AssertionError(f"notifications kept arriving for {timeout}s")
 
@@ -85,25 +88,43 @@ def subprocess_database_url() -> str:
     return f"postgresql://{user}{password}@{host}{port}/{s['NAME']}"
 
 
-@pytest.fixture
-def manage(transactional_db: None) -> Callable[..., subprocess.Popen[str]]:
-    """Start ``manage.py <args>`` against the test database; terminated at teardown."""
-    started: list[subprocess.Popen[str]] = []
+class Proc(subprocess.Popen[str]):
+    """A subprocess whose output goes to files (a full pipe would block a chatty listener)."""
 
-    def run(*args: str, env: dict[str, str] | None = None, **kw: Any) -> subprocess.Popen[str]:
-        full_env = {**os.environ, "DATABASE_URL": subprocess_database_url(), **(env or {})}
-        proc = subprocess.Popen(
-            [sys.executable, str(MANAGE), *args],
-            env=full_env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-            **kw,
-        )
+    out_path: Path
+    err_path: Path
+
+    def stdout_text(self) -> str:
+        return self.out_path.read_text()
+
+    def stderr_text(self) -> str:
+        return self.err_path.read_text()
+
+
+@pytest.fixture
+def manage(transactional_db: None, tmp_path: Path) -> Iterator[Callable[..., Proc]]:
+    """Start ``manage.py <args>`` against the test database; killed at teardown."""
+    started: list[Proc] = []
+
+    def run(*args: str, env: dict[str, str] | None = None, url: str | None = None) -> Proc:
+        database_url = url or subprocess_database_url()
+        full_env = {**os.environ, "DATABASE_URL": database_url, **(env or {})}
+        n = len(started)
+        out_path, err_path = tmp_path / f"proc{n}.out", tmp_path / f"proc{n}.err"
+        with out_path.open("w") as out, err_path.open("w") as err:
+            proc = Proc(
+                [sys.executable, str(MANAGE), *args],
+                env=full_env,
+                stdout=out,
+                stderr=err,
+                stdin=subprocess.DEVNULL,
+                text=True,
+            )
+        proc.out_path, proc.err_path = out_path, err_path
         started.append(proc)
         return proc
 
-    yield run  # type: ignore[misc]
+    yield run
     for proc in started:
         if proc.poll() is None:
             proc.kill()

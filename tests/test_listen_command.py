@@ -23,7 +23,7 @@ def test_listen_processes_stored_backlog_then_live_changes_and_stops_on_sigterm(
     wait_for(lambda: ReceivedEvent.objects.filter(object_id=str(live.pk)).exists())
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(20) == 0
-    stderr = proc.stderr.read()
+    stderr = proc.stderr_text()
     assert "listening on testproject.shop.channels.OrderChannel" in stderr
     assert "processed channel testproject.shop.channels.OrderChannel" in stderr
     assert Notification.objects.count() == 0
@@ -33,7 +33,7 @@ def test_listen_processes_stored_backlog_then_live_changes_and_stops_on_sigterm(
 def test_listen_with_unknown_channel_fails_with_a_clear_error(manage):
     proc = manage("listen", "--channels", "testproject.shop.channels.NoSuchChannel")
     assert proc.wait(30) == 1
-    stderr = proc.stderr.read()
+    stderr = proc.stderr_text()
     assert "channel 'testproject.shop.channels.NoSuchChannel' not found" in stderr
     assert "Traceback" not in stderr
 
@@ -41,6 +41,6 @@ def test_listen_with_unknown_channel_fails_with_a_clear_error(manage):
 def test_listen_help(manage):
     proc = manage("listen", "--help")
     assert proc.wait(30) == 0
-    out = proc.stdout.read()
+    out = proc.stdout_text()
     for option in ("--channels", "--processes", "--recover", "--sweep-interval"):
         assert option in out

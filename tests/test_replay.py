@@ -236,7 +236,7 @@ BAD_INPUTS = [
 def test_bad_input_in_a_real_subprocess(history, manage, args, message):
     proc = manage("replay_history", *args)
     assert proc.wait(60) == 2
-    stderr = proc.stderr.read()
+    stderr = proc.stderr_text()
     assert message in stderr
     assert "Traceback" not in stderr
     assert not ReceivedEvent.objects.exists()
@@ -249,7 +249,7 @@ def test_options_in_a_real_subprocess(history, manage):
 
     proc = manage("replay_history", str(first.pk), "--model", "shop.Order")
     assert proc.wait(60) == 0
-    assert "replayed 1, failed 0, skipped 0" in proc.stdout.read()
+    assert "replayed 1, failed 0, skipped 0" in proc.stdout_text()
 
     proc = manage(
         "replay_history", "--model", "shop.Order", "--object", str(b_id), "--type", "+", "-",
@@ -257,11 +257,11 @@ def test_options_in_a_real_subprocess(history, manage):
         "--since", "2000-01-01", "--until", "2999-12-31",
     )  # fmt: skip
     assert proc.wait(60) == 0
-    assert "replayed 1, failed 0, skipped 1" in proc.stdout.read()
+    assert "replayed 1, failed 0, skipped 1" in proc.stdout_text()
 
     proc = manage("replay_history", "--model", "shop.Order", "--all", "--dry-run")
     assert proc.wait(60) == 0
-    assert "dry run: 5 record(s) selected" in proc.stdout.read()
+    assert "dry run: 5 record(s) selected" in proc.stdout_text()
 
     a.status = "explode"
     a.save()
@@ -272,11 +272,11 @@ def test_options_in_a_real_subprocess(history, manage):
         "--progress",
     )  # fmt: skip
     assert proc.wait(60) == 1
-    stdout, stderr = proc.stdout.read(), proc.stderr.read()
+    stdout, stderr = proc.stdout_text(), proc.stderr_text()
     assert "replayed 3, failed 1, skipped 0" in stdout
     assert "1 record(s) failed" in stderr and "4/5" in stderr
     assert "after" not in {e.new["status"] for e in saved_events()}
 
     proc = manage("replay_history", "--model", "shop.Order", "--all", "--verbosity", "0")
     assert proc.wait(60) == 1
-    assert proc.stdout.read() == ""
+    assert proc.stdout_text() == ""

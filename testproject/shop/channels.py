@@ -1,3 +1,4 @@
+import os
 from dataclasses import dataclass
 
 from pgpubsub_simplehistory import HistoryTriggerChannel
@@ -9,6 +10,10 @@ from .models import Customer, Order, Product, Shipment
 class OrderChannel(HistoryTriggerChannel):
     model = Order
     lock_notifications = True
+    # Overridable from the environment so that fault tests can run listener subprocesses fast.
+    max_attempts = int(os.environ.get("SHOP_MAX_ATTEMPTS", "5"))
+    retry_base_delay = float(os.environ.get("SHOP_RETRY_BASE_DELAY", "1.0"))
+    retry_max_delay = float(os.environ.get("SHOP_RETRY_MAX_DELAY", "300"))
 
 
 @dataclass

@@ -2,11 +2,17 @@
 
 Writing that row in the listener's transaction makes the effect observable from tests and from
 other processes, and it is committed exactly when the notification is marked done.
-An order whose status is ``"explode"`` makes ``on_order_saved`` raise (for failure tests).
+Test hooks, driven by the data so that they work in listener subprocesses too:
+an order whose status is ``"explode"`` makes ``on_order_saved`` raise; one whose status is
+``"slow"`` makes it write its row, touch ``$SHOP_SLOW_MARKER`` and sleep ``$SHOP_SLOW_SECONDS``
+before returning (to kill a listener in the middle of a callback).
 """
 
 from __future__ import annotations
 
+import os
+import time
+from pathlib import Path
 from typing import Any
 
 from django.core.serializers.json import DjangoJSONEncoder
@@ -26,6 +32,14 @@ def snapshot(instance: Any) -> dict[str, Any] | None:
     data["_adding"] = instance._state.adding
     data["_db"] = instance._state.db
     return _jsonable(data)
+
+
+def _slow_down(event: psh.HistoryEvent) -> None:
+    record("on_order_saved:slow", event, None, None)
+    marker = os.environ.get("SHOP_SLOW_MARKER")
+    if marker:
+        Path(marker).write_text(str(event.history_id))
+    time.sleep(float(os.environ.get("SHOP_SLOW_SECONDS", "0")))
 
 
 def _jsonable(data: dict[str, Any]) -> dict[str, Any]:
@@ -51,6 +65,8 @@ def record(listener: str, event: psh.HistoryEvent, old: Any, new: Any, **extra: 
 def on_order_saved(old: Order | None, new: Order | None, event: psh.HistoryEvent) -> None:
     if new is not None and new.status == "explode":
         raise RuntimeError(f"listener refuses order {new.pk} with status 'explode'")
+    if new is not None and new.status == "slow":
+        _slow_down(event)
     record(
         "on_order_saved",
         event,

@@ -1,0 +1,66 @@
+"""``manage.py listener_health``: a probe for pending/parked backlog and the NOTIFY queue."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from django.core.management.base import BaseCommand, CommandError, CommandParser
+
+from pgpubsub_simplehistory.health import check_health
+
+
+class Command(BaseCommand):
+    help = (
+        "Print pending and parked notifications per channel, the age of the oldest pending one "
+        "and pg_notification_queue_usage(); exit 1 when a given threshold is exceeded (usable "
+        "as a liveness/readiness probe)."
+    )
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument("--max-pending", type=int, help="Pending notifications per channel.")
+        parser.add_argument("--max-age", type=float, help="Seconds of the oldest pending one.")
+        parser.add_argument("--max-parked", type=int, help="Parked notifications per channel.")
+        parser.add_argument(
+            "--max-queue-usage", type=float, help="Fraction of the 8 GB NOTIFY queue (0..1)."
+        )
+        parser.add_argument("--json", action="store_true")
+        parser.add_argument("--database", default="default")
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        health = check_health(
+            max_pending=options["max_pending"],
+            max_age=options["max_age"],
+            max_parked=options["max_parked"],
+            max_queue_usage=options["max_queue_usage"],
+            using=options["database"],
+        )
+        if options["json"]:
+            self.stdout.write(
+                json.dumps(
+                    {
+                        "ok": health.ok,
+                        "notify_queue_usage": health.notify_queue_usage,
+                        "channels": [
+                            {
+                                "channel": c.channel,
+                                "pending": c.pending,
+                                "parked": c.parked,
+                                "oldest_pending_age": c.oldest_pending_age,
+                            }
+                            for c in health.channels
+                        ],
+                        "problems": health.problems,
+                    },
+                    indent=2,
+                )
+            )
+        else:
+            for c in health.channels:
+                age = f"{c.oldest_pending_age:.0f}s" if c.oldest_pending_age is not None else "-"
+                self.stdout.write(
+                    f"{c.channel}: pending {c.pending}, parked {c.parked}, oldest pending {age}"
+                )
+            self.stdout.write(f"NOTIFY queue usage: {health.notify_queue_usage:.6f}")
+        if not health.ok:
+            raise CommandError("; ".join(health.problems), returncode=1)

@@ -1,0 +1,191 @@
+"""Retries, parking, per-object order, and the operator commands, in process."""
+
+from __future__ import annotations
+
+import json
+from io import StringIO
+
+import pytest
+from django.core.management import CommandError, call_command
+from simple_history.utils import bulk_create_with_history
+
+from pgpubsub_simplehistory.models import Notification
+from testproject.shop.channels import OrderChannel
+from testproject.shop.factories import CustomerFactory, OrderFactory
+from testproject.shop.models import Order, ReceivedEvent
+
+from .conftest import DrainingListener
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+@pytest.fixture
+def fast_retries(monkeypatch):
+    monkeypatch.setattr(OrderChannel, "max_attempts", 3)
+    monkeypatch.setattr(OrderChannel, "retry_base_delay", 0.05)
+    monkeypatch.setattr(OrderChannel, "retry_max_delay", 0.1)
+
+
+@pytest.fixture
+def quick_listener(transactional_db, fast_retries):
+    lst = DrainingListener(sweep_interval=0.05)
+    lst.start()
+    yield lst
+    lst.close()
+
+
+def saved(order) -> list[ReceivedEvent]:
+    return list(ReceivedEvent.objects.filter(listener="on_order_saved", object_id=str(order.pk)))
+
+
+def test_failing_listener_is_retried_with_backoff_then_parked_and_others_flow(quick_listener):
+    bad = OrderFactory(status="explode")
+    good = OrderFactory(status="fine")
+    quick_listener.drain(quiet=0.5)
+    stored = Notification.objects.get(object_key=str(bad.pk))
+    assert (stored.state, stored.attempts) == ("parked", 3)
+    assert "listener refuses order" in stored.last_error
+    assert "Traceback" in stored.last_traceback
+    assert saved(bad) == []
+    assert [e.new["status"] for e in saved(good)] == ["fine"]
+
+
+def test_retry_delays_grow_exponentially_up_to_the_maximum():
+    from pgpubsub_simplehistory.processing import retry_delay
+
+    assert [retry_delay(OrderChannel, n) for n in (1, 2, 3, 4)] == [1.0, 2.0, 4.0, 8.0]
+    assert retry_delay(OrderChannel, 30) == OrderChannel.retry_max_delay
+
+
+def test_parked_notification_holds_back_later_changes_of_the_same_object(quick_listener):
+    order = OrderFactory(status="start")
+    other = OrderFactory(status="other")
+    quick_listener.drain()
+    order.status = "explode"
+    order.save()
+    order.status = "after"
+    order.save()
+    other.status = "other later"
+    other.save()
+    quick_listener.drain(quiet=0.5)
+
+    assert [e.new["status"] for e in saved(order)] == ["start"]  # "after" waits
+    assert [e.new["status"] for e in saved(other)] == ["other", "other later"]
+    waiting = Notification.objects.get(object_key=str(order.pk), state="pending")
+    assert waiting.attempts == 0
+
+    out = StringIO()
+    call_command("parked", "purge", "--model", "shop.Order", "--noinput", stdout=out)
+    assert "1 parked notification(s) deleted" in out.getvalue()
+    quick_listener.drain()
+    assert [e.new["status"] for e in saved(order)] == ["start", "after"]
+
+
+def test_parked_does_not_block_when_the_channel_says_so(quick_listener, monkeypatch):
+    monkeypatch.setattr(OrderChannel, "parked_blocks_object", False)
+    order = OrderFactory(status="explode")
+    order.status = "after"
+    order.save()
+    quick_listener.drain(quiet=0.5)
+    assert [e.new["status"] for e in saved(order)] == ["after"]
+    assert Notification.objects.get().state == "parked"
+
+
+def test_per_object_order_holds_while_an_earlier_change_waits_for_retry(transactional_db):
+    """A later change of X is not claimed while an earlier one waits for its retry."""
+    from django.db import transaction
+
+    from pgpubsub_simplehistory.processing import claim_next
+
+    order = OrderFactory(status="explode")
+    order.status = "after"
+    order.save()
+    other = OrderFactory()
+    first = Notification.objects.filter(object_key=str(order.pk)).order_by("pk").first()
+    Notification.objects.filter(pk=first.pk).update(
+        attempts=1, available_at=first.available_at.replace(year=2999)
+    )
+    with transaction.atomic():
+        claimed = claim_next([OrderChannel])
+    assert claimed is not None and claimed.object_key == str(other.pk)
+
+
+def test_parked_list_retry_purge_commands(quick_listener):
+    bad = OrderFactory(status="explode")
+    quick_listener.drain(quiet=0.5)
+    parked = Notification.objects.get(state="parked")
+
+    out = StringIO()
+    call_command(
+        "parked", "list", "--channel", "testproject.shop.channels.OrderChannel", stdout=out
+    )
+    assert str(parked.pk) in out.getvalue() and "listener refuses order" in out.getvalue()
+
+    out = StringIO()
+    call_command("parked", "retry", "--id", str(parked.pk), stdout=out)
+    assert "1 parked notification(s) made pending" in out.getvalue()
+    again = Notification.objects.get(pk=parked.pk)
+    assert (again.state, again.attempts) == ("pending", 0)
+
+    quick_listener.drain(quiet=0.5)  # still failing: parked again after 3 attempts
+    assert Notification.objects.get(pk=parked.pk).state == "parked"
+
+    with pytest.raises(CommandError, match="--channel, --model, --id or --all") as exc:
+        call_command("parked", "purge", "--noinput")
+    assert exc.value.returncode == 2
+    with pytest.raises(CommandError, match=r"channel 'nowhere\.X' not found"):
+        call_command("parked", "list", "--channel", "nowhere.X")
+
+    out = StringIO()
+    call_command("parked", "purge", "--all", "--noinput", stdout=out)
+    assert "1 parked notification(s) deleted" in out.getvalue()
+    assert not Notification.objects.exists()
+    assert bad.history.count() == 1  # history stays: replay_history can re-run it
+
+
+def test_health_command_thresholds():
+    OrderFactory()
+    OrderFactory()
+    out = StringIO()
+    call_command("listener_health", "--json", stdout=out)
+    report = json.loads(out.getvalue())
+    assert report["ok"] is True
+    (channel,) = report["channels"]
+    assert (channel["channel"], channel["pending"], channel["parked"]) == (
+        OrderChannel.name(),
+        2,
+        0,
+    )
+    assert 0 <= report["notify_queue_usage"] < 1
+    with pytest.raises(CommandError, match="2 pending > 1") as exc:
+        call_command("listener_health", "--max-pending", "1", stdout=StringIO())
+    assert exc.value.returncode == 1
+    with pytest.raises(CommandError, match="oldest pending is"):
+        call_command("listener_health", "--max-age", "0", stdout=StringIO())
+    call_command("listener_health", "--max-pending", "2", "--max-queue-usage", "0.5", stdout=out)
+
+
+def test_claim_plan_walks_the_pending_index_even_without_statistics():
+    """The claim function's planner settings keep the plan an ordered index scan (no Sort) on a
+    table that was never analyzed and holds a backlog."""
+    from django.db import connection, transaction
+
+    customer = CustomerFactory()
+    bulk_create_with_history([Order(customer=customer) for _ in range(3000)], Order)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT proconfig FROM pg_proc WHERE proname = 'pgpubsub_simplehistory_claim'"
+        )
+        (config,) = cursor.fetchone()
+        assert set(config) == {"enable_sort=off", "enable_bitmapscan=off"}
+        cursor.execute("SELECT prosrc FROM pg_proc WHERE proname = 'pgpubsub_simplehistory_claim'")
+        body = cursor.fetchone()[0]
+        with transaction.atomic():
+            for setting in config:
+                name, value = setting.split("=")
+                cursor.execute(f"SET LOCAL {name} = {value}")
+            query = body.replace("channels", "%(c)s").replace("blocking", "%(c)s")
+            cursor.execute("EXPLAIN " + query, {"c": [OrderChannel.listen_safe_name()]})
+            plan = "\n".join(row[0] for row in cursor.fetchall())
+    assert "Index Scan using psh_notification_pending" in plan
+    assert "Sort" not in plan
