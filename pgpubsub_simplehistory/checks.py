@@ -7,8 +7,13 @@
 ``pgpubsub_simplehistory.E003``       a history channel on a proxy model (simple-history does not
                                       track saves through proxies)
 ``pgpubsub_simplehistory.E004``       ``pgpubsub`` or ``pgtrigger`` missing from INSTALLED_APPS
+``pgpubsub_simplehistory.E005``       django-pgpubsub's decorator used on a history channel
+``pgpubsub_simplehistory.E006``       history routed to another database than its model (a change
+                                      and its history cannot commit together)
 ``pgpubsub_simplehistory.W001``       saves of a channel's model are not atomic with their history
                                       row (plain simple-history ``HistoricalRecords``)
+``pgpubsub_simplehistory.W002``       a channel's trigger is not installed or outdated in the
+                                      database (``check --database``; ``listen`` refuses to start)
 ====================================  ==========================================================
 """
 
@@ -22,8 +27,8 @@ from django.conf import settings
 from django.core.checks import CheckMessage, Error, Tags, Warning, register
 
 from .exceptions import ChannelConfigurationError
-from .records import saves_are_atomic
-from .subscribe import history_channels
+from .records import history_written_with_model, saves_are_atomic
+from .subscribe import history_channels, trigger_of
 
 APP = "pgpubsub_simplehistory"
 
@@ -62,20 +67,23 @@ def check_channels(app_configs: Sequence[AppConfig] | None, **kwargs: Any) -> li
     for channel in history_channels():
         try:
             model = channel.tracked_model()
+            if model._meta.proxy:
+                errors.append(
+                    Error(
+                        f"{channel.name()} publishes proxy model {model._meta.label}: "
+                        "django-simple-history does not record saves made through a proxy",
+                        hint=f"Use the concrete model {_concrete_label(model)}.",
+                        obj=channel,
+                        id=f"{APP}.E003",
+                    )
+                )
+                continue
             channel.history_model()
         except ChannelConfigurationError as exc:
             errors.append(Error(str(exc), obj=channel, id=f"{APP}.E001"))
             continue
-        if model._meta.proxy:
-            errors.append(
-                Error(
-                    f"{channel.name()} publishes proxy model {model._meta.label}: "
-                    "django-simple-history does not record saves made through a proxy",
-                    hint=f"Use the concrete model {_concrete_label(model)}.",
-                    obj=channel,
-                    id=f"{APP}.E003",
-                )
-            )
+        errors.extend(_check_pgpubsub_decorators(channel))
+        errors.extend(_check_routing(channel, model))
         if not saves_are_atomic(model):
             errors.append(
                 Warning(
@@ -93,3 +101,80 @@ def check_channels(app_configs: Sequence[AppConfig] | None, **kwargs: Any) -> li
 def _concrete_label(model: type[Any]) -> str:
     concrete = model._meta.concrete_model
     return str(concrete._meta.label) if concrete is not None else str(model._meta.label)
+
+
+def _check_pgpubsub_decorators(channel: type[Any]) -> list[CheckMessage]:
+    from pgpubsub.channel import registry
+
+    ours = {s.callback for s in channel.subscriptions()}
+    foreign = [cb for cb in registry.get(channel, []) if cb not in ours]
+    return [
+        Error(
+            f"listener {cb.__module__}.{cb.__qualname__} is subscribed to history channel "
+            f"{channel.name()} with django-pgpubsub's decorator: it would get the live row "
+            "through a trigger on the model's table, not the historical record",
+            hint="Use pgpubsub_simplehistory.post_save_listener (and the other "
+            "pgpubsub_simplehistory decorators) for history channels.",
+            obj=channel,
+            id=f"{APP}.E005",
+        )
+        for cb in foreign
+    ]
+
+
+def _check_routing(channel: type[Any], model: type[Any]) -> list[CheckMessage]:
+    from django.db import router
+
+    history_model = channel.history_model()
+    model_db = router.db_for_write(model)
+    history_db = router.db_for_write(history_model)
+    if model_db == history_db or history_written_with_model(model):
+        return []
+    return [
+        Error(
+            f"history of {model._meta.label} is written to database {history_db!r} while "
+            f"{model._meta.label} is written to {model_db!r}: a change and its history row "
+            "(and so its notification) cannot commit together",
+            hint="Route both models to the same database, or use "
+            "HistoricalRecords(use_base_model_db=True).",
+            obj=channel,
+            id=f"{APP}.E006",
+        )
+    ]
+
+
+@register(Tags.database)
+def check_triggers_installed(
+    app_configs: Sequence[AppConfig] | None,
+    databases: Sequence[str] | None = None,
+    **kwargs: Any,
+) -> list[CheckMessage]:
+    """Runs with ``manage.py check --database <alias>``; ``listen`` runs it on start."""
+    return [
+        Warning(problem, hint="Run makemigrations and migrate.", id=f"{APP}.W002")
+        for problem in trigger_problems(databases or [])
+    ]
+
+
+def trigger_problems(databases: Sequence[str]) -> list[str]:
+    """Channels whose trigger is not installed as defined, per database alias."""
+    from pgtrigger.core import INSTALLED
+
+    problems = []
+    for alias in databases:
+        for channel in history_channels():
+            trigger = trigger_of(channel)
+            try:
+                history_model = channel.history_model()
+            except ChannelConfigurationError:
+                continue
+            model: Any = history_model  # django-pgtrigger annotates model classes as instances
+            if trigger is None or not trigger.allow_migrate(model, alias):
+                continue
+            status, _ = trigger.get_installation_status(model, database=alias)
+            if status != INSTALLED:
+                problems.append(
+                    f"the trigger of {channel.name()} on {history_model._meta.db_table} is "
+                    f"{status.lower()} in database {alias!r}: no notification is sent"
+                )
+    return problems

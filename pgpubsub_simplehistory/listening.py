@@ -148,7 +148,12 @@ class Listener:
         """Process every available stored notification of the lockable history channels."""
         processed = 0
         while self.stored and not self._stopping:
-            counts = drain(self.stored, limit=DRAIN_BATCH, should_stop=lambda: self._stopping)
+            counts = drain(
+                self.stored,
+                limit=DRAIN_BATCH,
+                should_stop=lambda: self._stopping,
+                using=self.using,
+            )
             batch = sum(counts.values())
             processed += batch
             if batch < DRAIN_BATCH:
@@ -174,11 +179,16 @@ class Listener:
             if notify.channel in self._stored_names:
                 self._doorbell = True
                 continue
-            handle_notify(notify.channel, notify.payload, notify)
+            handle_notify(notify.channel, notify.payload, notify, using=self.using)
             handled += 1
         if self.stored and (self._doorbell or self._more or time.monotonic() >= self._next_sweep):
             self._doorbell = False
-            counts = drain(self.stored, limit=DRAIN_BATCH, should_stop=lambda: self._stopping)
+            counts = drain(
+                self.stored,
+                limit=DRAIN_BATCH,
+                should_stop=lambda: self._stopping,
+                using=self.using,
+            )
             batch = sum(counts.values())
             self._more = batch >= DRAIN_BATCH
             handled += batch

@@ -28,7 +28,7 @@ import traceback
 from collections.abc import Sequence
 from typing import Any
 
-from django.db import DatabaseError, connection, transaction
+from django.db import DatabaseError, connections, transaction
 from django.utils import timezone
 
 from . import _pgpubsub
@@ -63,7 +63,9 @@ def dispatch(change: ResolvedChange) -> int:
 CLAIM_SQL = "SELECT * FROM pgpubsub_simplehistory_claim(%s, %s)"
 
 
-def claim_next(channels: Sequence[type[HistoryTriggerChannel]]) -> Notification | None:
+def claim_next(
+    channels: Sequence[type[HistoryTriggerChannel]], using: str = "default"
+) -> Notification | None:
     """Lock and return the next notification to process (call inside a transaction).
 
     The oldest pending, available notification whose object has no earlier open one (pending,
@@ -71,24 +73,27 @@ def claim_next(channels: Sequence[type[HistoryTriggerChannel]]) -> Notification 
     """
     names = [c.listen_safe_name() for c in channels]
     blocking = [c.listen_safe_name() for c in channels if c.parked_blocks_object]
-    claimed = list(Notification.objects.raw(CLAIM_SQL, [names, blocking]))
+    claimed = list(Notification.objects.db_manager(using).raw(CLAIM_SQL, [names, blocking]))
     return claimed[0] if claimed else None
 
 
-def process_next(channels: Sequence[type[HistoryTriggerChannel]]) -> Outcome | None:
+def process_next(
+    channels: Sequence[type[HistoryTriggerChannel]], using: str = "default"
+) -> Outcome | None:
     """Claim and process one stored notification; None when nothing is available."""
     by_name = {c.listen_safe_name(): c for c in channels}
-    with transaction.atomic():
-        row = claim_next(channels)
+    with transaction.atomic(using=using):
+        row = claim_next(channels, using)
         if row is None:
             return None
-        return _process_row(by_name[row.channel], row)
+        return _process_row(by_name[row.channel], row, using)
 
 
 def drain(
     channels: Sequence[type[HistoryTriggerChannel]],
     limit: int | None = None,
     should_stop: Any = None,
+    using: str = "default",
 ) -> dict[Outcome, int]:
     """Process available notifications until none is left (or ``limit``, or ``should_stop()``)."""
     counts = {outcome: 0 for outcome in Outcome}
@@ -96,7 +101,7 @@ def drain(
     while limit is None or done < limit:
         if should_stop is not None and should_stop():
             break
-        outcome = process_next(channels)
+        outcome = process_next(channels, using)
         if outcome is None:
             break
         counts[outcome] += 1
@@ -104,23 +109,23 @@ def drain(
     return counts
 
 
-def _process_row(channel: type[HistoryTriggerChannel], row: Notification) -> Outcome:
+def _process_row(channel: type[HistoryTriggerChannel], row: Notification, using: str) -> Outcome:
     started = time.perf_counter()
     where = (
         f"channel {channel.name()} model {row.model} history_id={row.history_id} "
         f"(notification {row.pk}, attempt {row.attempts + 1})"
     )
     try:
-        with transaction.atomic():
-            change = resolve(channel, HistoryPayload.parse(row.as_payload()))
+        with transaction.atomic(using=using):
+            change = resolve(channel, HistoryPayload.parse(row.as_payload()), using=using)
             dispatch(change)
     except PgpubsubSimplehistoryError as exc:
-        _ensure_connection_usable()
+        _ensure_connection_usable(using)
         logger.error("cannot process %s: %s; parked", where, exc)
         _settle_failure(channel, row, exc, permanent=True)
         return Outcome.PARKED
     except Exception as exc:
-        _ensure_connection_usable()
+        _ensure_connection_usable(using)
         outcome = _settle_failure(channel, row, exc, permanent=False)
         if outcome is Outcome.PARKED:
             logger.exception(
@@ -166,13 +171,16 @@ def _settle_failure(
     return outcome
 
 
-def _ensure_connection_usable() -> None:
+def _ensure_connection_usable(using: str) -> None:
     """A failure caused by a lost connection is not the listener's fault: re-raise it."""
-    if connection.connection is None or not connection.is_usable():
+    conn = connections[using]
+    if conn.connection is None or not conn.is_usable():
         raise DatabaseError("database connection lost while processing a notification")
 
 
-def handle_notify(channel_name: str, payload: str, notify: Any = None) -> Outcome:
+def handle_notify(
+    channel_name: str, payload: str, notify: Any = None, using: str = "default"
+) -> Outcome:
     """Handle a NOTIFY of a non-lockable history channel or a django-pgpubsub channel.
 
     NOTIFYs of lockable history channels only ring the doorbell (see ``Listener``); they are
@@ -193,8 +201,8 @@ def handle_notify(channel_name: str, payload: str, notify: Any = None) -> Outcom
         return Outcome.FAILED
     where = f"channel {channel.name()} model {parsed.model_label} history_id={parsed.history_id!r}"
     try:
-        with transaction.atomic():
-            dispatch(resolve(channel, parsed))
+        with transaction.atomic(using=using):
+            dispatch(resolve(channel, parsed, using=using))
     except PgpubsubSimplehistoryError as exc:
         logger.error("cannot process %s: %s", where, exc)
         return Outcome.FAILED

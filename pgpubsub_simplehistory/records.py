@@ -41,6 +41,17 @@ class HistoricalRecords(_SimpleHistoricalRecords):  # type: ignore[misc]
         if sender._meta.abstract or not _tracked_by(self, sender):
             return
         make_saves_atomic(sender)
+        _configs[sender] = self
+
+
+#: The HistoricalRecords of each model tracked with this subclass (used by the system checks).
+_configs: dict[type[models.Model], HistoricalRecords] = {}
+
+
+def history_written_with_model(model: type[models.Model]) -> bool:
+    """True when the model's history rows go to the database its rows are saved on."""
+    records = _configs.get(model)
+    return bool(records is not None and records.use_base_model_db)
 
 
 def _tracked_by(records: HistoricalRecords, sender: type[models.Model]) -> bool:

@@ -53,6 +53,11 @@ def subscriptions_of(channel: type[HistoryTriggerChannel]) -> list[Subscription]
     return list(_subscriptions.get(channel, ()))
 
 
+def trigger_of(channel: type[HistoryTriggerChannel]) -> HistoryNotify | None:
+    """The trigger registered for ``channel`` (None before its first subscription)."""
+    return _triggers.get(channel)
+
+
 def history_channels() -> list[type[HistoryTriggerChannel]]:
     """Every history channel with at least one subscription."""
     return [channel for channel, subs in _subscriptions.items() if subs]

@@ -41,6 +41,7 @@ INSTALLED_APPS = [
     "simple_history",
     "testproject.shop",
     "testproject.evolving",
+    "testproject.configs",
 ]
 
 DATABASES = {"default": _database(ensure_database_url())}

@@ -84,6 +84,10 @@ def write_record(name: str, value: Any) -> None:
             f.write(json.dumps({"test": name, **value}) + "\n")
 
 
+def wait_ready(proc: Any) -> None:
+    wait_for(lambda: "listener ready" in proc.stderr_text(), timeout=30)
+
+
 def test_1_kill_9_in_the_middle_of_a_callback(manage, tmp_path):
     marker = tmp_path / "in-callback"
     order = OrderFactory(status="slow")
@@ -150,20 +154,26 @@ def test_2_server_restart_while_2000_changes_stream_in(cluster, manage):
 
 def test_3_backends_terminated_several_times_during_a_stream(manage):
     proc = manage("listen", "--sweep-interval", "0.5", url=listener_url(subprocess_database_url()))
+    wait_ready(proc)
     customer = CustomerFactory(name="terminated")
+
+    def listener_backends(terminate: bool = False) -> int:
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "SELECT count(CASE WHEN %s THEN pg_terminate_backend(pid) ELSE true END) "
+                "FROM pg_stat_activity WHERE application_name = %s",
+                [terminate, LISTENER_APP],
+            )
+            return int(cursor.fetchone()[0])
+
     terminations = 0
     for round_ in range(4):
         for i in range(150):
             Order.objects.create(customer=customer, status=f"r{round_}-{i}")
-        with connection.cursor() as cursor:
-            cursor.execute(
-                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
-                "WHERE application_name = %s",
-                [LISTENER_APP],
-            )
-            terminations += cursor.fetchone()[0]
-    wait_for(lambda: report()["lost"] == 0, timeout=60, interval=0.3)
-    assert stop(proc) == 0
+        wait_for(listener_backends, timeout=30)  # reconnected since the last round
+        terminations += listener_backends(terminate=True)
+    wait_for(lambda: report()["lost"] == 0, timeout=120, interval=0.3)
+    assert stop(proc) == 0, proc.stderr_text()[-3000:]
     result = report()
     assert terminations >= 4
     assert result == {"sent": 600, "lost": 0, "duplicated": 0}
@@ -221,10 +231,6 @@ def test_5_always_failing_listener_is_retried_then_parked_and_others_flow(manage
     stderr = proc.stderr_text()
     assert stderr.count("retry at") == 2 and "parked after 3 attempts" in stderr
     write_record("always-failing listener", {"sent": 51, "lost": 0, "duplicated": 0, "parked": 1})
-
-
-def wait_ready(proc: Any) -> None:
-    wait_for(lambda: "listener ready" in proc.stderr_text(), timeout=30)
 
 
 def test_6_bad_input_is_parked_or_logged_and_the_listener_stays_up(manage):

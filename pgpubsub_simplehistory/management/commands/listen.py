@@ -86,6 +86,13 @@ class Command(BaseCommand):
             self._supervise(processes, options)
 
     def _listen(self, options: dict[str, Any]) -> None:
+        from pgpubsub_simplehistory.checks import trigger_problems
+
+        problems = trigger_problems(["default"])
+        if problems:
+            raise CommandError(
+                "; ".join(problems) + ". Run makemigrations and migrate before listening."
+            )
         try:
             listener = Listener(
                 options["channels"],
