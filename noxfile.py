@@ -1,4 +1,4 @@
-"""Sessions: ``nox -s tests``, ``nox -s lint``, ``nox -s typecheck``, ``nox -s demo``.
+"""Sessions: ``nox -s tests``, ``lint``, ``typecheck``, ``demo``, ``bench``.
 
 Every session runs against a real Postgres: ``DATABASE_URL`` when set, otherwise the embedded
 server started by ``testproject/pgembed.py`` (``PGEMBED=pgserver`` forces the pip-installed one).
@@ -67,6 +67,14 @@ def typecheck(session: nox.Session) -> None:
     """mypy --strict on the package (with django-stubs)."""
     session.install("-e", ".[dev]")
     session.run("mypy")
+
+
+@nox.session(python=_python("3.11"))
+def bench(session: nox.Session) -> None:
+    """The benchmark suite (``nox -s bench -- --quick`` for a smoke run)."""
+    session.install("-e", ".[test]")
+    session.run("python", "-m", "pip", "uninstall", "-y", "-q", "psycopg", "psycopg-binary")
+    session.run("python", "-m", "benchmarks", *session.posargs)
 
 
 @nox.session(python=_python("3.11"))

@@ -42,6 +42,7 @@ INSTALLED_APPS = [
     "testproject.shop",
     "testproject.evolving",
     "testproject.configs",
+    "testproject.bench",
 ]
 
 DATABASES = {"default": _database(ensure_database_url())}

@@ -1,0 +1,1 @@
+"""The benchmark suite: ``python -m benchmarks`` or ``nox -s bench`` (see README, Performance)."""

@@ -1,0 +1,66 @@
+"""``python -m benchmarks [--quick] [--only NAME ...] [--json PATH]``: run, print, write JSON."""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import sys
+import time
+from pathlib import Path
+
+from . import drain, harness, live, pgbench, replay, write_cost
+
+SUITES = ("write", "drain", "live", "pgbench", "replay")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="Tiny sizes (a smoke run).")
+    parser.add_argument("--only", nargs="+", choices=SUITES, default=list(SUITES))
+    parser.add_argument("--json", default="bench-results/latest.json", help="Where to write.")
+    args = parser.parse_args(argv)
+    q = args.quick
+
+    harness.setup(fresh=True)
+    results: dict[str, object] = {
+        "started": datetime.datetime.now(datetime.timezone.utc).isoformat(),
+        "command": "python -m benchmarks " + " ".join(argv or sys.argv[1:]),
+        "environment": harness.environment(),
+    }
+    reports = []
+    started = time.perf_counter()
+    if "write" in args.only:
+        data = write_cost.run(saves=30 if q else 300, repetitions=2 if q else 7)
+        results["write_cost"] = data
+        reports.append(write_cost.report(data))
+    if "drain" in args.only:
+        ks = [200, 1000] if q else [1_000, 10_000, 100_000]
+        pks = [200] if q else [1_000, 10_000]
+        data2 = drain.run(ks, pks, cap_seconds=30 if q else 180)
+        results["drain"] = data2
+        reports.append(drain.report(data2))
+    if "live" in args.only:
+        data3 = live.run(changes=100 if q else 2000, rate=200, seconds=1 if q else 10)
+        results["live"] = data3
+        reports.append(live.report(data3))
+    if "pgbench" in args.only:
+        data4 = pgbench.run(seconds=2 if q else 10, clients=[1, 2])
+        results["pgbench"] = data4
+        reports.append(pgbench.report(data4))
+    if "replay" in args.only:
+        data5 = replay.run([500, 2000] if q else [2_000, 10_000])
+        results["replay"] = data5
+        reports.append(replay.report(data5))
+    results["seconds"] = time.perf_counter() - started
+    text = "\n\n".join(reports)
+    print(text)
+    out = Path(args.json)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(results, indent=2, default=str))
+    print(f"\nwrote {out} ({results['seconds']:.0f}s)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

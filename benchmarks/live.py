@@ -1,0 +1,185 @@
+"""3. Live stream: a writer commits while 1 or 2 listener processes consume.
+
+Throughput: the writer commits ``changes`` saves as fast as it can; events/s is changes divided by
+the time from the first commit to the last callback start. Latency: the writer offers ``rate``
+changes/s; latency is callback start (listener process) minus the end of the writer's commit.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import statistics
+import subprocess
+import sys
+import time
+from typing import Any
+
+from .harness import ROOT, sql, table
+
+MANAGE = str(ROOT / "testproject" / "manage.py")
+
+
+def _listeners(variant: str, processes: int) -> list[subprocess.Popen[bytes]]:
+    env = {**os.environ, "BENCH_RECORD": "1"}
+    if variant == "ours":
+        argv = [sys.executable, MANAGE, "listen", "--channels",
+                "testproject.bench.channels.OursChannel", "--processes", str(processes),
+                "--loglevel", "warning"]  # fmt: skip
+        procs = [subprocess.Popen(argv, env=env)]
+    else:
+        argv = [sys.executable, "-m", "benchmarks.pgpubsub_listener"]
+        procs = [subprocess.Popen(argv, env=env, cwd=ROOT) for _ in range(processes)]
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        listening = sql(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+            "AND query ILIKE 'LISTEN%%'"
+        )[0][0]
+        if listening >= processes:
+            break
+        time.sleep(0.2)
+    time.sleep(0.5)
+    return procs
+
+
+def _stop(procs: list[subprocess.Popen[bytes]]) -> None:
+    for proc in procs:
+        proc.send_signal(signal.SIGTERM)
+    for proc in procs:
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+def _model(variant: str) -> Any:
+    from testproject.bench.models import OursItem, PubsubItem
+
+    return OursItem if variant == "ours" else PubsubItem
+
+
+def _reset() -> None:
+    sql(
+        "TRUNCATE bench_seen, pgpubsub_simplehistory_notification, pgpubsub_notification, "
+        "bench_historicaloursitem, bench_historicalpubsubitem"
+    )
+
+
+def _write(variant: str, changes: int, rate: float) -> dict[tuple[int, int], float]:
+    model = _model(variant)
+    objects = list(model.objects.all()[:100])
+    committed: dict[tuple[int, int], float] = {}
+    interval = 1.0 / rate if rate else 0.0
+    started = time.perf_counter()
+    for i in range(changes):
+        if interval:
+            delay = started + i * interval - time.perf_counter()
+            if delay > 0:
+                time.sleep(delay)
+        obj = objects[i % len(objects)]
+        obj.counter += 1
+        obj.save()
+        committed[(obj.pk, obj.counter)] = time.time()
+    return committed
+
+
+def _wait_seen(variant: str, changes: int, timeout: float) -> int:
+    deadline = time.monotonic() + timeout
+    seen = 0
+    while time.monotonic() < deadline:
+        seen = sql("SELECT count(*) FROM bench_seen WHERE variant = %s", [variant])[0][0]
+        if seen >= changes:
+            break
+        time.sleep(0.1)
+    return int(seen)
+
+
+def throughput(variant: str, processes: int, changes: int) -> dict[str, Any]:
+    model = _model(variant)
+    model.objects.all().delete()
+    model.objects.bulk_create([model(name=f"live{i}") for i in range(100)])
+    _reset()
+    procs = _listeners(variant, processes)
+    try:
+        first = time.time()
+        committed = _write(variant, changes, rate=0)
+        writer_seconds = time.time() - first
+        seen = _wait_seen(variant, changes, timeout=max(60.0, changes / 50))
+    finally:
+        _stop(procs)
+    last = sql("SELECT max(started) FROM bench_seen WHERE variant = %s", [variant])[0][0]
+    duration = (last or time.time()) - first
+    return {
+        "variant": variant,
+        "processes": processes,
+        "changes": changes,
+        "seen": seen,
+        "writer_per_second": len(committed) / writer_seconds,
+        "events_per_second": seen / duration if duration > 0 else 0.0,
+    }
+
+
+def latency(variant: str, rate: float, seconds: float) -> dict[str, Any]:
+    model = _model(variant)
+    model.objects.all().delete()
+    model.objects.bulk_create([model(name=f"lat{i}") for i in range(100)])
+    _reset()
+    changes = int(rate * seconds)
+    procs = _listeners(variant, 1)
+    try:
+        committed = _write(variant, changes, rate=rate)
+        _wait_seen(variant, changes, timeout=60)
+    finally:
+        _stop(procs)
+    rows = sql("SELECT object_id, counter, started FROM bench_seen WHERE variant = %s", [variant])
+    latencies = sorted(
+        (started - committed[(oid, counter)]) * 1000
+        for oid, counter, started in rows
+        if (oid, counter) in committed
+    )
+    if not latencies:
+        return {"variant": variant, "error": "no events received"}
+
+    def pct(p: float) -> float:
+        return latencies[min(len(latencies) - 1, int(p / 100 * len(latencies)))]
+
+    return {
+        "variant": variant,
+        "rate": rate,
+        "changes": changes,
+        "received": len(latencies),
+        "p50_ms": statistics.median(latencies),
+        "p95_ms": pct(95),
+        "p99_ms": pct(99),
+        "max_ms": latencies[-1],
+    }
+
+
+def run(changes: int, rate: float, seconds: float) -> dict[str, Any]:
+    results: dict[str, Any] = {"throughput": [], "latency": []}
+    for processes in (1, 2):
+        for variant in ("ours", "pgpubsub"):
+            results["throughput"].append(throughput(variant, processes, changes))
+    for variant in ("ours", "pgpubsub"):
+        results["latency"].append(latency(variant, rate, seconds))
+    return results
+
+
+def report(results: dict[str, Any]) -> str:
+    rows = [
+        [r["variant"], r["processes"], r["changes"], r["seen"], r["writer_per_second"],
+         r["events_per_second"]]
+        for r in results["throughput"]
+    ]  # fmt: skip
+    lat = [
+        [r["variant"], r.get("rate"), r.get("received"), r.get("p50_ms"), r.get("p95_ms"),
+         r.get("p99_ms"), r.get("max_ms")]
+        for r in results["latency"]
+    ]  # fmt: skip
+    return (
+        "Live stream (writer as fast as it can)\n"
+        + table(["listener", "processes", "changes", "received", "writer/s", "end-to-end/s"], rows)
+        + "\n\nLatency at a fixed offered rate (commit → callback start, ms)\n"
+        + table(["listener", "rate/s", "received", "p50", "p95", "p99", "max"], lat)
+    )
