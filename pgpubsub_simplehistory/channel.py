@@ -60,13 +60,19 @@ class HistoryTriggerChannel(TriggerChannel):  # type: ignore[misc]
     def history_model(cls) -> type[models.Model]:
         """The ``HistoricalX`` model of ``model``."""
         model = cls.tracked_model()
+        cached = _history_models.get(model)
+        if cached is not None:
+            return cached
         try:
-            return get_history_model_for_model(model)  # type: ignore[no-any-return]
+            # simple-history's descriptor builds a manager class on every access: cache it.
+            history_model: type[models.Model] = get_history_model_for_model(model)
         except NotHistoricalModelError:
             raise ChannelConfigurationError(
                 f"{cls.name()}: {model._meta.label} has no django-simple-history "
                 "HistoricalRecords; add `history = HistoricalRecords()` to the model"
             ) from None
+        _history_models[model] = history_model
+        return history_model
 
     @classmethod
     def subscriptions(cls) -> list[Subscription]:
@@ -89,6 +95,9 @@ class HistoryTriggerChannel(TriggerChannel):  # type: ignore[misc]
             "it: put 'pgpubsub_simplehistory' before 'pgpubsub' in INSTALLED_APPS so that "
             "`manage.py listen` is this package's command"
         )
+
+
+_history_models: dict[type[models.Model], type[models.Model]] = {}
 
 
 def is_history_channel(channel: object) -> bool:

@@ -28,6 +28,7 @@ import traceback
 from collections.abc import Sequence
 from typing import Any
 
+from django.conf import settings
 from django.db import DatabaseError, connections, transaction
 from django.utils import timezone
 
@@ -36,7 +37,7 @@ from .channel import HistoryTriggerChannel, is_history_channel
 from .exceptions import PgpubsubSimplehistoryError
 from .models import Notification, State
 from .payload import HistoryPayload
-from .resolution import ResolvedChange, resolve
+from .resolution import ResolvedChange, load_records, resolve
 
 logger = logging.getLogger("pgpubsub_simplehistory")
 
@@ -59,34 +60,84 @@ def dispatch(change: ResolvedChange) -> int:
     return called
 
 
+_TABLE = Notification._meta.db_table
+
 #: Defined by migration 0001 (see there why it is a function).
-CLAIM_SQL = "SELECT * FROM pgpubsub_simplehistory_claim(%s, %s)"
+CLAIM_SQL = "SELECT * FROM pgpubsub_simplehistory_claim(%s, %s, %s)"
+
+#: Notifications claimed and committed together at most (``PGPUBSUB_SIMPLEHISTORY_BATCH_SIZE``).
+DEFAULT_BATCH_SIZE = 100
+#: A batch stops taking more work after this many seconds, so that slow listeners still commit
+#: (and stop) promptly; the claimed rows it did not reach are released by the commit.
+BATCH_SECONDS = 0.5
+
+
+def batch_size() -> int:
+    return int(getattr(settings, "PGPUBSUB_SIMPLEHISTORY_BATCH_SIZE", DEFAULT_BATCH_SIZE))
+
+
+def claim(
+    channels: Sequence[type[HistoryTriggerChannel]], using: str = "default", limit: int = 1
+) -> list[Notification]:
+    """Lock and return up to ``limit`` notifications to process (call inside a transaction).
+
+    The oldest pending, available notifications whose object has no earlier open one (pending,
+    in flight, waiting for a retry, or parked on a channel whose parked notifications block):
+    at most one per object.
+    """
+    names = [c.listen_safe_name() for c in channels]
+    blocking = [c.listen_safe_name() for c in channels if c.parked_blocks_object]
+    return list(Notification.objects.raw(CLAIM_SQL, [names, blocking, limit], using=using))
 
 
 def claim_next(
     channels: Sequence[type[HistoryTriggerChannel]], using: str = "default"
 ) -> Notification | None:
-    """Lock and return the next notification to process (call inside a transaction).
-
-    The oldest pending, available notification whose object has no earlier open one (pending,
-    in flight, waiting for a retry, or parked on a channel whose parked notifications block).
-    """
-    names = [c.listen_safe_name() for c in channels]
-    blocking = [c.listen_safe_name() for c in channels if c.parked_blocks_object]
-    claimed = list(Notification.objects.db_manager(using).raw(CLAIM_SQL, [names, blocking]))
+    """Lock and return the next notification to process (see :func:`claim`)."""
+    claimed = claim(channels, using, 1)
     return claimed[0] if claimed else None
+
+
+def process_batch(
+    channels: Sequence[type[HistoryTriggerChannel]],
+    using: str = "default",
+    limit: int | None = None,
+    should_stop: Any = None,
+) -> dict[Outcome, int]:
+    """Claim up to ``limit`` notifications and process them in one transaction.
+
+    Each notification's listeners run in their own savepoint; a failing one is settled (retry or
+    park) in the same transaction and the others proceed; one commit makes every success and
+    every settlement durable at once. Returns the outcomes (all zero: nothing was available).
+    """
+    by_name = {c.listen_safe_name(): c for c in channels}
+    counts = {outcome: 0 for outcome in Outcome}
+    with transaction.atomic(using=using):
+        rows = claim(channels, using, limit or batch_size())
+        records = _preload(rows, by_name, using)
+        deadline = time.monotonic() + BATCH_SECONDS
+        done: list[int] = []
+        for i, row in enumerate(rows):
+            if i and (time.monotonic() > deadline or (should_stop and should_stop())):
+                break  # the rest is released, untouched, by the commit
+            outcome = _process_row(by_name[row.channel], row, using, records.get(row.channel))
+            counts[outcome] += 1
+            if outcome is Outcome.PROCESSED:
+                done.append(row.pk)
+        if done:
+            with connections[using].cursor() as cursor:
+                cursor.execute(
+                    f"DELETE FROM {Notification._meta.db_table} WHERE id = ANY(%s)", [done]
+                )
+    return counts
 
 
 def process_next(
     channels: Sequence[type[HistoryTriggerChannel]], using: str = "default"
 ) -> Outcome | None:
     """Claim and process one stored notification; None when nothing is available."""
-    by_name = {c.listen_safe_name(): c for c in channels}
-    with transaction.atomic(using=using):
-        row = claim_next(channels, using)
-        if row is None:
-            return None
-        return _process_row(by_name[row.channel], row, using)
+    counts = process_batch(channels, using, limit=1)
+    return next((outcome for outcome, n in counts.items() if n), None)
 
 
 def drain(
@@ -101,15 +152,41 @@ def drain(
     while limit is None or done < limit:
         if should_stop is not None and should_stop():
             break
-        outcome = process_next(channels, using)
-        if outcome is None:
+        size = batch_size() if limit is None else min(batch_size(), limit - done)
+        batch = process_batch(channels, using, size, should_stop)
+        processed = sum(batch.values())
+        if not processed:
             break
-        counts[outcome] += 1
-        done += 1
+        for outcome, n in batch.items():
+            counts[outcome] += n
+        done += processed
     return counts
 
 
-def _process_row(channel: type[HistoryTriggerChannel], row: Notification, using: str) -> Outcome:
+def _preload(
+    rows: list[Notification], by_name: dict[str, type[HistoryTriggerChannel]], using: str
+) -> dict[str, dict[Any, Any]]:
+    """Historical records of a batch by channel, one query per channel (for several rows)."""
+    if len(rows) < 2:
+        return {}
+    ids: dict[str, list[str]] = {}
+    for row in rows:
+        ids.setdefault(row.channel, []).append(row.history_id)
+    return {
+        name: load_records(by_name[name], history_ids, using) for name, history_ids in ids.items()
+    }
+
+
+def _process_row(
+    channel: type[HistoryTriggerChannel],
+    row: Notification,
+    using: str,
+    records: dict[Any, Any] | None = None,
+) -> Outcome:
+    """Run the listeners of one claimed row in a savepoint; settle a failure on the row.
+
+    The caller deletes the row when the outcome is PROCESSED, in the same transaction.
+    """
     started = time.perf_counter()
     where = (
         f"channel {channel.name()} model {row.model} history_id={row.history_id} "
@@ -117,7 +194,8 @@ def _process_row(channel: type[HistoryTriggerChannel], row: Notification, using:
     )
     try:
         with transaction.atomic(using=using):
-            change = resolve(channel, HistoryPayload.parse(row.as_payload()), using=using)
+            payload = HistoryPayload.parse(row.as_payload())
+            change = resolve(channel, payload, using=using, records=records)
             dispatch(change)
     except PgpubsubSimplehistoryError as exc:
         _ensure_connection_usable(using)
@@ -136,7 +214,6 @@ def _process_row(channel: type[HistoryTriggerChannel], row: Notification, using:
                 "listener failed for %s; rolled back, retry at %s", where, row.available_at
             )
         return outcome
-    row.delete()
     logger.info(
         "processed %s type=%s in %.1f ms",
         where,

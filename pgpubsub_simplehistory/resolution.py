@@ -44,8 +44,11 @@ def resolve(
     *,
     using: str = "default",
     replayed: bool = False,
+    records: dict[Any, Any] | None = None,
 ) -> ResolvedChange:
     """Load the historical record a payload points at and build the change from it.
+
+    ``records`` may hold records already loaded (by primary key), to save a query per change.
 
     Raises:
         UnknownModel: the payload's app is not installed.
@@ -60,7 +63,12 @@ def resolve(
             f"history_id {payload.history_id!r} is not a valid primary key of "
             f"{history_model._meta.label} (channel {channel.name()})"
         ) from None
-    record = history_model._default_manager.using(using).filter(pk=history_id).first()
+    record = records.get(history_id) if records else None
+    if record is None:
+        found = list(
+            history_model._default_manager.using(using).filter(pk=history_id).order_by()[:1]
+        )
+        record = found[0] if found else None
     if record is None:
         raise MissingHistoryRecord(
             f"{history_model._meta.label} history_id={history_id} (channel {channel.name()}, "
@@ -118,6 +126,23 @@ def resolve_record(
         using=using,
     )
     return ResolvedChange(channel=channel, old=old, new=new, history=record, event=event)
+
+
+def load_records(
+    channel: type[HistoryTriggerChannel], history_ids: list[Any], using: str = "default"
+) -> dict[Any, Any]:
+    """The channel's historical records with these ids (malformed or missing ones are absent)."""
+    history_model = channel.history_model()
+    pk = history_model._meta.pk
+    assert pk is not None
+    ids = []
+    for value in history_ids:
+        try:
+            ids.append(pk.to_python(value))
+        except ValidationError:
+            continue
+    queryset = history_model._default_manager.using(using).filter(pk__in=ids).order_by()
+    return {record.pk: record for record in queryset}
 
 
 def previous_record(record: Any, model: type[models.Model], using: str = "default") -> Any:

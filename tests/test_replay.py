@@ -174,7 +174,7 @@ def test_python_api(history):
         (["--model", "shop.Nope", "--all"], "unknown model 'shop.Nope'"),
         (["--model", "nonsense", "--all"], "unknown model 'nonsense'"),
         (["--model", "shop.ReceivedEvent", "--all"], "shop.ReceivedEvent has no history"),
-        (["--model", "auth.User", "--all"], "auth.User has no history"),
+        (["--model", "contenttypes.ContentType", "--all"], "ContentType has no history"),
         (
             [
                 "--model",

@@ -6,11 +6,17 @@ from django.db import migrations, models
 # The claim runs in a function so that its planner settings apply to it alone: on a queue table
 # without statistics (new, or emptied since the last ANALYZE) the planner otherwise estimates a
 # handful of rows, sorts the whole backlog for every claim and drains at a few claims per second.
+# PL/pgSQL caches the plan per session. At most one notification per object is claimed at once
+# (the NOT EXISTS), so a batch never reorders an object's changes.
 CLAIM_FUNCTION = """
-CREATE OR REPLACE FUNCTION pgpubsub_simplehistory_claim(channels text[], blocking text[])
-RETURNS SETOF pgpubsub_simplehistory_notification LANGUAGE sql VOLATILE
+CREATE OR REPLACE FUNCTION pgpubsub_simplehistory_claim(
+    channels text[], blocking text[], batch integer
+)
+RETURNS SETOF pgpubsub_simplehistory_notification LANGUAGE plpgsql VOLATILE
 SET enable_sort = off SET enable_bitmapscan = off
 AS $$
+BEGIN
+    RETURN QUERY
     SELECT n.* FROM pgpubsub_simplehistory_notification n
     WHERE n.state = 'pending'
       AND n.channel = ANY(channels)
@@ -21,8 +27,9 @@ AS $$
           AND (e.state = 'pending' OR (e.state = 'parked' AND e.channel = ANY(blocking)))
       )
     ORDER BY n.id
-    LIMIT 1
-    FOR UPDATE OF n SKIP LOCKED
+    LIMIT batch
+    FOR UPDATE OF n SKIP LOCKED;
+END
 $$;
 """
 
@@ -103,6 +110,6 @@ class Migration(migrations.Migration):
         ),
         migrations.RunSQL(
             CLAIM_FUNCTION,
-            "DROP FUNCTION pgpubsub_simplehistory_claim(text[], text[])",
+            "DROP FUNCTION pgpubsub_simplehistory_claim(text[], text[], integer)",
         ),
     ]
