@@ -34,6 +34,7 @@ if TYPE_CHECKING:
         post_save_listener,
         post_update_listener,
         subscribe,
+        unsubscribe,
     )
 
 _EXPORTS = {
@@ -60,6 +61,7 @@ _EXPORTS = {
     "resolve": "resolution",
     "resolve_record": "resolution",
     "subscribe": "subscribe",
+    "unsubscribe": "subscribe",
 }
 
 __all__ = [
@@ -86,6 +88,7 @@ __all__ = [
     "resolve",
     "resolve_record",
     "subscribe",
+    "unsubscribe",
 ]
 
 

@@ -43,6 +43,11 @@ def register_callback(channel: type[BaseChannel], callback: Callable[..., Any]) 
         registry[channel].append(callback)
 
 
+def unregister_callback(channel: type[BaseChannel], callback: Callable[..., Any]) -> None:
+    if callback in registry.get(channel, []):
+        registry[channel].remove(callback)
+
+
 def registered_channels() -> list[type[BaseChannel]]:
     """Every channel that has at least one subscribed callback, in registration order."""
     return [channel for channel, callbacks in registry.items() if callbacks]

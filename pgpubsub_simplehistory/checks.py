@@ -156,13 +156,15 @@ def check_triggers_installed(
     ]
 
 
-def trigger_problems(databases: Sequence[str]) -> list[str]:
-    """Channels whose trigger is not installed as defined, per database alias."""
+def trigger_problems(
+    databases: Sequence[str], channels: Sequence[type[Any]] | None = None
+) -> list[str]:
+    """Channels (default: all) whose trigger is not installed as defined, per database alias."""
     from pgtrigger.core import INSTALLED
 
     problems = []
     for alias in databases:
-        for channel in history_channels():
+        for channel in channels if channels is not None else history_channels():
             trigger = trigger_of(channel)
             try:
                 history_model = channel.history_model()

@@ -97,6 +97,15 @@ def subscribe(
     return subscription
 
 
+def unsubscribe(channel: type[HistoryTriggerChannel], callback: Callable[..., Any]) -> None:
+    """Remove every subscription of ``callback`` to ``channel`` (tests, plugins).
+
+    The channel's trigger keeps the history types it was migrated with.
+    """
+    _subscriptions[channel] = [s for s in _subscriptions[channel] if s.callback is not callback]
+    _pgpubsub.unregister_callback(channel, callback)
+
+
 def _accepted_arguments(
     channel: type[HistoryTriggerChannel], callback: Callable[..., Any]
 ) -> frozenset[str]:

@@ -2,7 +2,8 @@
 
 ``ensure_database_url()`` returns ``$DATABASE_URL`` when it is set. Otherwise it starts (or reuses)
 a private server and exports its URL as ``DATABASE_URL``, so that subprocesses (``manage.py
-listen`` in tests, benchmark workers) share it; the process that started it stops it at exit.
+listen`` in tests, benchmark workers) share it. Independent processes (a test run beside a
+benchmark) share one server too: it is stopped when the last of them exits.
 
 Where the server comes from (``PGEMBED`` chooses; default ``auto``):
 - ``binaries``: PostgreSQL found on PATH or under /usr/lib/postgresql/*/bin, in a private data
@@ -108,26 +109,28 @@ def _start_binaries(bindir: Path) -> str:
                 "--no-locale",
             ],
         )
-    port = _running_port(bindir, data, user)
-    if port is None:
-        port = _free_port()
-        _run_as(
-            user,
-            [
-                str(bindir / "pg_ctl"),
-                "-w",
-                "-t",
-                "60",
-                "-D",
-                str(data),
-                "-l",
-                str(data / "server.log"),
-                "-o",
-                f"-p {port} -k {data} -c listen_addresses=127.0.0.1 -c max_connections=200",
-                "start",
-            ],
-        )
-        atexit.register(_stop_binaries, bindir, data, user)
+    with _UsersLock(data):
+        port = _running_port(bindir, data, user)
+        if port is None:
+            port = _free_port()
+            _run_as(
+                user,
+                [
+                    str(bindir / "pg_ctl"),
+                    "-w",
+                    "-t",
+                    "60",
+                    "-D",
+                    str(data),
+                    "-l",
+                    str(data / "server.log"),
+                    "-o",
+                    f"-p {port} -k {data} -c listen_addresses=127.0.0.1 -c max_connections=200",
+                    "start",
+                ],
+            )
+        _register_user(data)
+    atexit.register(_release, bindir, data, user)
     return f"postgresql://postgres@127.0.0.1:{port}/postgres"
 
 
@@ -142,6 +145,53 @@ def _running_port(bindir: Path, data: Path, user: str | None) -> int | None:
         return None
     lines = pidfile.read_text().splitlines()
     return int(lines[3]) if len(lines) > 3 and lines[3].strip().isdigit() else None
+
+
+class _UsersLock:
+    """An exclusive lock around start and stop: several processes may share one server."""
+
+    def __init__(self, data: Path) -> None:
+        self.path = data.parent / f"{data.name}.lock"
+
+    def __enter__(self) -> None:
+        import fcntl
+
+        self.handle = self.path.open("a")
+        fcntl.flock(self.handle, fcntl.LOCK_EX)
+
+    def __exit__(self, *exc: object) -> None:
+        self.handle.close()
+
+
+def _users_file(data: Path) -> Path:
+    return data.parent / f"{data.name}.users"
+
+
+def _live_users(data: Path) -> set[int]:
+    path = _users_file(data)
+    pids = {int(p) for p in path.read_text().split()} if path.exists() else set()
+    alive = set()
+    for pid in pids:
+        try:
+            os.kill(pid, 0)
+        except OSError:
+            continue
+        alive.add(pid)
+    return alive
+
+
+def _register_user(data: Path) -> None:
+    users = _live_users(data) | {os.getpid()}
+    _users_file(data).write_text(" ".join(map(str, sorted(users))))
+
+
+def _release(bindir: Path, data: Path, user: str | None) -> None:
+    """At exit: stop the server once no process that started from here still uses it."""
+    with _UsersLock(data):
+        users = _live_users(data) - {os.getpid()}
+        _users_file(data).write_text(" ".join(map(str, sorted(users))))
+        if not users:
+            _stop_binaries(bindir, data, user)
 
 
 def _stop_binaries(bindir: Path, data: Path, user: str | None) -> None:

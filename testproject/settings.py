@@ -45,6 +45,12 @@ INSTALLED_APPS = [
     "testproject.bench",
 ]
 
-DATABASES = {"default": _database(ensure_database_url())}
+_URL = ensure_database_url()
+_TEST_NAME = os.environ.get("TEST_DATABASE_NAME", "test_pgpubsub_simplehistory")
+DATABASES = {
+    "default": _database(_URL),
+    # A second alias on the same server, for the multi-database tests (created by the tests).
+    "other": {**_database(_URL), "NAME": "psh_other", "TEST": {"NAME": f"{_TEST_NAME}_other"}},
+}
 
 PGPUBSUB_SIMPLEHISTORY_SWEEP_INTERVAL = float(os.environ.get("SWEEP_INTERVAL", "5"))

@@ -183,7 +183,7 @@ def test_excluded_fields_are_never_read_from_the_live_row(listener):
 
 def test_notification_context_reaches_the_event(listener):
     from pgpubsub_simplehistory import HistoryEvent, post_save_listener
-    from pgpubsub_simplehistory.subscribe import _subscriptions
+    from pgpubsub_simplehistory.subscribe import unsubscribe
 
     seen: list[HistoryEvent] = []
 
@@ -197,9 +197,7 @@ def test_notification_context_reaches_the_event(listener):
         set_notification_context({})
         listener.drain()
     finally:
-        _subscriptions[OrderChannel] = [
-            s for s in _subscriptions[OrderChannel] if s.callback is not capture
-        ]
+        unsubscribe(OrderChannel, capture)
     assert [e.context for e in seen] == [{"request_id": "r-42"}]
     assert seen[0].history_type == "+"
 

@@ -124,7 +124,7 @@ def test_foreign_key_kept_as_of_the_change_even_if_the_target_is_gone(listener):
 
     resolved = []
     from pgpubsub_simplehistory import post_save_listener
-    from pgpubsub_simplehistory.subscribe import _subscriptions
+    from pgpubsub_simplehistory.subscribe import unsubscribe
     from testproject.shop.channels import OrderChannel
 
     def capture(new):
@@ -138,9 +138,7 @@ def test_foreign_key_kept_as_of_the_change_even_if_the_target_is_gone(listener):
         resolved.clear()
         replay(Order, history_types=["+"], listener=f"{__name__}.{capture.__qualname__}")
     finally:
-        _subscriptions[OrderChannel] = [
-            s for s in _subscriptions[OrderChannel] if s.callback is not capture
-        ]
+        unsubscribe(OrderChannel, capture)
     assert resolved[0].customer_id == customer_id == event.new["customer"]
     with pytest.raises(Customer.DoesNotExist):
         resolved[0].customer  # noqa: B018
@@ -274,3 +272,28 @@ def test_uninstalled_trigger_is_a_warning_and_listen_refuses_to_start(manage):
         with connection.cursor() as cursor:
             cursor.execute("DROP TABLE configs_audit_one")
             cursor.execute("ALTER TABLE configs_audit_one_kept RENAME TO configs_audit_one")
+
+
+@pytest.mark.django_db(transaction=True, databases=["default", "other"])
+def test_use_base_model_db_keeps_change_history_and_notification_on_one_alias():
+    from testproject.configs.models import Remote
+
+    from .conftest import DrainingListener
+
+    item = Remote.objects.using("other").create(name="far")
+    item.name = "farther"
+    item.save(using="other")
+    assert Remote.history.using("other").count() == 2
+    assert not Remote.history.using("default").exists()
+    assert Notification.objects.using("other").count() == 2
+    assert not Notification.objects.using("default").exists()
+
+    listener = DrainingListener([channels.RemoteChannel], using="other", sweep_interval=3600)
+    listener.start()
+    listener.drain()
+    listener.close()
+    insert, update = received(channels.RemoteChannel)
+    assert insert.new["name"] == "far"
+    assert (update.old["name"], update.new["name"]) == ("far", "farther")
+    assert update.new["_db"] == "other"
+    assert not Notification.objects.using("other").exists()

@@ -49,14 +49,16 @@ def test_listener_sample_of_breaking_migrations_page_runs(listener):
     code = next(c for c in BLOCK.findall(page) if "def on_widget" in c)
     scheduled: list[tuple[int, int]] = []
     namespace = {"schedule": lambda pk, priority: scheduled.append((pk, priority))}
-    from pgpubsub_simplehistory.subscribe import _subscriptions
+    from pgpubsub_simplehistory.subscribe import subscriptions_of, unsubscribe
     from testproject.evolving.channels import WidgetChannel
 
-    before = list(_subscriptions[WidgetChannel])
+    before = {s.callback for s in subscriptions_of(WidgetChannel)}
     try:
         exec(compile(code, "breaking-migrations.md", "exec"), namespace)
         widget = Widget.objects.create(name="docs", priority=5)
         listener.drain()
     finally:
-        _subscriptions[WidgetChannel] = before
+        for subscription in subscriptions_of(WidgetChannel):
+            if subscription.callback not in before:
+                unsubscribe(WidgetChannel, subscription.callback)
     assert scheduled == [(widget.pk, 5)]

@@ -4,7 +4,7 @@ from django.contrib.auth.models import User
 
 from pgpubsub_simplehistory import HistoryTriggerChannel
 
-from .models import Article, Cat, Computed, Dog, Ephemeral, Labelled, Restaurant
+from .models import Article, Cat, Computed, Dog, Ephemeral, Labelled, Remote, Restaurant
 
 
 @dataclass
@@ -52,4 +52,10 @@ class EphemeralChannel(HistoryTriggerChannel):
 @dataclass
 class UserChannel(HistoryTriggerChannel):
     model = User
+    lock_notifications = True
+
+
+@dataclass
+class RemoteChannel(HistoryTriggerChannel):
+    model = Remote
     lock_notifications = True

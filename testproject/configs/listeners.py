@@ -31,6 +31,7 @@ for _channel in (
     channels.ArticleChannel,
     channels.EphemeralChannel,
     channels.UserChannel,
+    channels.RemoteChannel,
 ):
     psh.post_save_listener(_channel)(_record)
     psh.post_delete_listener(_channel)(_record)

@@ -100,6 +100,16 @@ class Ephemeral(models.Model):
         return self.name
 
 
+class Remote(models.Model):
+    """``use_base_model_db=True``: saved with ``using=``, its history goes to the same alias."""
+
+    name = models.CharField(max_length=50)
+    history = HistoricalRecords(use_base_model_db=True)
+
+    def __str__(self) -> str:
+        return self.name
+
+
 class PlaceProxy(Place):
     class Meta:
         proxy = True

@@ -86,13 +86,9 @@ class Command(BaseCommand):
             self._supervise(processes, options)
 
     def _listen(self, options: dict[str, Any]) -> None:
+        from pgpubsub_simplehistory.channel import is_history_channel
         from pgpubsub_simplehistory.checks import trigger_problems
 
-        problems = trigger_problems(["default"])
-        if problems:
-            raise CommandError(
-                "; ".join(problems) + ". Run makemigrations and migrate before listening."
-            )
         try:
             listener = Listener(
                 options["channels"],
@@ -101,6 +97,12 @@ class Command(BaseCommand):
             )
         except ChannelConfigurationError as exc:
             raise CommandError(str(exc)) from None
+        history = [c for c in listener.channels if is_history_channel(c)]
+        problems = trigger_problems([listener.using], history)
+        if problems:
+            raise CommandError(
+                "; ".join(problems) + ". Run makemigrations and migrate before listening."
+            )
         listener.install_signal_handlers()
         listener.run()
 
