@@ -41,7 +41,12 @@ def main(argv: list[str] | None = None) -> int:
         results["drain"] = data2
         reports.append(drain.report(data2))
     if "live" in args.only:
-        data3 = live.run(changes=100 if q else 2000, rate=200, seconds=1 if q else 10)
+        data3 = live.run(
+            changes=100 if q else 2000,
+            rate=200,
+            seconds=1 if q else 10,
+            process_counts=(1,) if q else (1, 2),
+        )
         results["live"] = data3
         reports.append(live.report(data3))
     if "pgbench" in args.only:

@@ -20,8 +20,13 @@ from .harness import ROOT, sql, table
 MANAGE = str(ROOT / "testproject" / "manage.py")
 
 
+APP_NAME = "psh-bench-listener"
+
+
 def _listeners(variant: str, processes: int) -> list[subprocess.Popen[bytes]]:
-    env = {**os.environ, "BENCH_RECORD": "1"}
+    url = os.environ["DATABASE_URL"]
+    url += ("&" if "?" in url else "?") + f"application_name={APP_NAME}"
+    env = {**os.environ, "BENCH_RECORD": "1", "DATABASE_URL": url}
     if variant == "ours":
         argv = [sys.executable, MANAGE, "listen", "--channels",
                 "testproject.bench.channels.OursChannel", "--processes", str(processes),
@@ -32,14 +37,15 @@ def _listeners(variant: str, processes: int) -> list[subprocess.Popen[bytes]]:
         procs = [subprocess.Popen(argv, env=env, cwd=ROOT) for _ in range(processes)]
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
-        listening = sql(
-            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
-            "AND query ILIKE 'LISTEN%%'"
+        connected = sql(
+            "SELECT count(DISTINCT client_port) FROM pg_stat_activity "
+            "WHERE datname = current_database() AND application_name = %s",
+            [APP_NAME],
         )[0][0]
-        if listening >= processes:
+        if connected >= processes:
             break
         time.sleep(0.2)
-    time.sleep(0.5)
+    time.sleep(1.0)  # connected: give LISTEN and the start-up sweep a moment
     return procs
 
 
@@ -156,9 +162,11 @@ def latency(variant: str, rate: float, seconds: float) -> dict[str, Any]:
     }
 
 
-def run(changes: int, rate: float, seconds: float) -> dict[str, Any]:
+def run(
+    changes: int, rate: float, seconds: float, process_counts: tuple[int, ...] = (1, 2)
+) -> dict[str, Any]:
     results: dict[str, Any] = {"throughput": [], "latency": []}
-    for processes in (1, 2):
+    for processes in process_counts:
         for variant in ("ours", "pgpubsub"):
             results["throughput"].append(throughput(variant, processes, changes))
     for variant in ("ours", "pgpubsub"):
