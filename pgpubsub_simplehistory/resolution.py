@@ -13,7 +13,6 @@ from typing import TYPE_CHECKING, Any
 from django.apps import apps
 from django.core.exceptions import ValidationError
 from django.db import models
-from django.db.models import Q
 
 from .event import HistoryEvent, migration_id_as_of
 from .exceptions import InvalidPayload, MissingHistoryRecord, UnknownModel
@@ -149,19 +148,42 @@ def previous_record(record: Any, model: type[models.Model], using: str = "defaul
     """The same object's record just before ``record`` in ``(history_date, history_id)`` order.
 
     Unlike simple-history's ``prev_record`` this does not skip records that share a timestamp.
+    One indexed query (the object column is indexed by simple-history), compared as a row value.
     """
     history_model = type(record)
     attname = object_attname(history_model, model)
-    pk_name = history_model._meta.pk.name
-    before = Q(history_date__lt=record.history_date) | Q(
-        history_date=record.history_date, **{f"{pk_name}__lt": record.pk}
+    found = list(
+        history_model._default_manager.raw(
+            _previous_sql(history_model, attname),
+            [getattr(record, attname), record.history_date, record.pk],
+            using=using,
+        )
     )
-    return (
-        history_model._default_manager.using(using)
-        .filter(before, **{attname: getattr(record, attname)})
-        .order_by("-history_date", f"-{pk_name}")
-        .first()
-    )
+    return found[0] if found else None
+
+
+_previous_sql_cache: dict[tuple[type[models.Model], str], str] = {}
+
+
+def _previous_sql(history_model: type[models.Model], attname: str) -> str:
+    key = (history_model, attname)
+    if key not in _previous_sql_cache:
+        meta = history_model._meta
+        assert meta.pk is not None
+        table = _quote(meta.db_table)
+        columns = {f.attname: str(f.column) for f in meta.concrete_fields}
+        obj = _quote(columns[attname])
+        date = _quote(columns["history_date"])
+        pk = _quote(meta.pk.column)
+        _previous_sql_cache[key] = (
+            f"SELECT * FROM {table} WHERE {obj} = %s AND ({date}, {pk}) < (%s, %s) "
+            f"ORDER BY {date} DESC, {pk} DESC LIMIT 1"
+        )
+    return _previous_sql_cache[key]
+
+
+def _quote(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
 
 
 def to_instance(record: Any, model: type[models.Model], using: str = "default") -> models.Model:
