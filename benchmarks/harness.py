@@ -12,7 +12,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlparse, urlunparse
+from urllib.parse import urlparse
 
 ROOT = Path(__file__).resolve().parent.parent
 BENCH_DB = "psh_bench"
@@ -29,19 +29,11 @@ SETTINGS = (
 def setup(fresh: bool = True) -> str:
     """Start (or use) Postgres, create a fresh benchmark database, set Django up, migrate."""
     sys.path.insert(0, str(ROOT))
-    from testproject.pgembed import ensure_database_url
+    from testproject.pgembed import ensure_database_url, fresh_database
 
     url = ensure_database_url()
     if fresh:
-        import psycopg2
-
-        admin = psycopg2.connect(url)
-        admin.autocommit = True
-        with admin.cursor() as cursor:
-            cursor.execute(f"DROP DATABASE IF EXISTS {BENCH_DB} WITH (FORCE)")
-            cursor.execute(f"CREATE DATABASE {BENCH_DB}")
-        admin.close()
-        url = urlunparse(urlparse(url)._replace(path=f"/{BENCH_DB}"))
+        url = fresh_database(url, BENCH_DB)
     os.environ["DATABASE_URL"] = url
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "testproject.settings")
     # django-pgpubsub picks its driver from this variable; follow the one Django uses.

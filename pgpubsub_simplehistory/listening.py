@@ -148,13 +148,7 @@ class Listener:
         """Process every available stored notification of the lockable history channels."""
         processed = 0
         while self.stored and not self._stopping:
-            counts = drain(
-                self.stored,
-                limit=DRAIN_BATCH,
-                should_stop=lambda: self._stopping,
-                using=self.using,
-            )
-            batch = sum(counts.values())
+            batch = self._drain_some()
             processed += batch
             if batch < DRAIN_BATCH:
                 break
@@ -183,18 +177,19 @@ class Listener:
             handled += 1
         if self.stored and (self._doorbell or self._more or time.monotonic() >= self._next_sweep):
             self._doorbell = False
-            counts = drain(
-                self.stored,
-                limit=DRAIN_BATCH,
-                should_stop=lambda: self._stopping,
-                using=self.using,
-            )
-            batch = sum(counts.values())
+            batch = self._drain_some()
             self._more = batch >= DRAIN_BATCH
             handled += batch
             if not self._more:
                 self._next_sweep = time.monotonic() + self.sweep_interval
         return handled
+
+    def _drain_some(self) -> int:
+        """Process up to DRAIN_BATCH stored notifications; how many were handled."""
+        counts = drain(
+            self.stored, limit=DRAIN_BATCH, should_stop=lambda: self._stopping, using=self.using
+        )
+        return sum(counts.values())
 
     def run(self, until: Callable[[], bool] | None = None, poll: float = 1.0) -> None:
         """Process notifications until :meth:`stop` is called (or ``until()`` is true).

@@ -18,7 +18,6 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from urllib.parse import urlparse, urlunparse
 
 ROOT = Path(__file__).resolve().parent.parent
 DEMO_DB = "psh_demo"
@@ -29,18 +28,9 @@ def _say(text: str = "") -> None:
 
 
 def _demo_database_url() -> str:
-    from testproject.pgembed import ensure_database_url
+    from testproject.pgembed import ensure_database_url, fresh_database
 
-    url = ensure_database_url()
-    import psycopg2  # the admin connection only; Django may use psycopg 3
-
-    admin = psycopg2.connect(url)
-    admin.autocommit = True
-    with admin.cursor() as cursor:
-        cursor.execute(f"DROP DATABASE IF EXISTS {DEMO_DB} WITH (FORCE)")
-        cursor.execute(f"CREATE DATABASE {DEMO_DB}")
-    admin.close()
-    return urlunparse(urlparse(url)._replace(path=f"/{DEMO_DB}"))
+    return fresh_database(ensure_database_url(), DEMO_DB)
 
 
 def main() -> int:

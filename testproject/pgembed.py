@@ -95,20 +95,7 @@ def _start_binaries(bindir: Path) -> str:
         data.mkdir(mode=0o700, exist_ok=True)
         if user:
             shutil.chown(data, user)
-        _run_as(
-            user,
-            [
-                str(bindir / "initdb"),
-                "-D",
-                str(data),
-                "-U",
-                "postgres",
-                "--auth=trust",
-                "-E",
-                "UTF8",
-                "--no-locale",
-            ],
-        )
+        _initdb(bindir, data, user)
     with _UsersLock(data):
         port = _running_port(bindir, data, user)
         if port is None:
@@ -132,6 +119,26 @@ def _start_binaries(bindir: Path) -> str:
         _register_user(data)
     atexit.register(_release, bindir, data, user)
     return f"postgresql://postgres@127.0.0.1:{port}/postgres"
+
+
+def _initdb(bindir: Path, data: Path, user: str | None, *extra: str) -> None:
+    args = ["-D", str(data), "-U", "postgres", "--auth=trust", "-E", "UTF8", "--no-locale"]
+    _run_as(user, [str(bindir / "initdb"), *args, *extra])
+
+
+def fresh_database(url: str, name: str) -> str:
+    """Drop and create database ``name`` on the server of ``url``; its URL."""
+    from urllib.parse import urlparse, urlunparse
+
+    import psycopg2  # an admin connection only; Django may use psycopg 3
+
+    admin = psycopg2.connect(url)
+    admin.autocommit = True
+    with admin.cursor() as cursor:
+        cursor.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        cursor.execute(f'CREATE DATABASE "{name}"')
+    admin.close()
+    return urlunparse(urlparse(url)._replace(path=f"/{name}"))
 
 
 def _running_port(bindir: Path, data: Path, user: str | None) -> int | None:
@@ -253,21 +260,7 @@ class PrivateCluster:
     def start(self) -> str:
         if self.user:
             shutil.chown(self.dir, self.user)
-        _run_as(
-            self.user,
-            [
-                str(self.bindir / "initdb"),
-                "-D",
-                str(self.data),
-                "-U",
-                "postgres",
-                "--auth=trust",
-                "-E",
-                "UTF8",
-                "--no-locale",
-                "--no-sync",
-            ],
-        )
+        _initdb(self.bindir, self.data, self.user, "--no-sync")
         self._pg_ctl(
             "-l",
             str(self.dir / "server.log"),
