@@ -228,12 +228,16 @@ def test_update_without_earlier_history_has_no_old(listener):
     assert len(update) == 1 and update[0].old is None and update[0].new["status"] == "later"
 
 
-def test_listener_connection_is_not_idle_in_transaction(listener):
+def test_listen_connection_never_sits_in_a_transaction(listener):
+    """The LISTEN connection must not hold back the trimming of Postgres's NOTIFY queue."""
+    raw = listener._source.raw
+    pid = raw.info.backend_pid if hasattr(raw, "info") else raw.get_backend_pid()
     OrderFactory()
+    CustomerFactory()
     listener.drain()
     with connection.cursor() as cursor:
-        cursor.execute("SELECT state FROM pg_stat_activity WHERE pid = pg_backend_pid()")
-        assert cursor.fetchone()[0] == "active"
-    assert connection.get_autocommit()
-    assert not connection.in_atomic_block
-    assert Customer.objects.count() == 1
+        cursor.execute("SELECT state, backend_xid FROM pg_stat_activity WHERE pid = %s", [pid])
+        state, xid = cursor.fetchone()
+    assert state == "idle" and xid is None
+    assert connection.get_autocommit() and not connection.in_atomic_block
+    assert len(received("on_order_saved")) == 1 and Customer.objects.count() == 2
