@@ -7,10 +7,10 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from django.db import models
 from simple_history.exceptions import NotHistoricalModelError
-from simple_history.utils import get_history_model_for_model
 
 from ._pgpubsub import TriggerChannel
 from .exceptions import ChannelConfigurationError
+from .history_models import history_model_of
 
 if TYPE_CHECKING:
     from .event import HistoryEvent
@@ -60,19 +60,13 @@ class HistoryTriggerChannel(TriggerChannel):  # type: ignore[misc]
     def history_model(cls) -> type[models.Model]:
         """The ``HistoricalX`` model of ``model``."""
         model = cls.tracked_model()
-        cached = _history_models.get(model)
-        if cached is not None:
-            return cached
         try:
-            # simple-history's descriptor builds a manager class on every access: cache it.
-            history_model: type[models.Model] = get_history_model_for_model(model)
+            return history_model_of(model)
         except NotHistoricalModelError:
             raise ChannelConfigurationError(
                 f"{cls.name()}: {model._meta.label} has no django-simple-history "
                 "HistoricalRecords; add `history = HistoricalRecords()` to the model"
             ) from None
-        _history_models[model] = history_model
-        return history_model
 
     @classmethod
     def subscriptions(cls) -> list[Subscription]:
@@ -95,9 +89,6 @@ class HistoryTriggerChannel(TriggerChannel):  # type: ignore[misc]
             "it: put 'pgpubsub_simplehistory' before 'pgpubsub' in INSTALLED_APPS so that "
             "`manage.py listen` is this package's command"
         )
-
-
-_history_models: dict[type[models.Model], type[models.Model]] = {}
 
 
 def is_history_channel(channel: object) -> bool:

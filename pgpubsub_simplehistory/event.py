@@ -9,6 +9,8 @@ from typing import Any
 
 from django.db import connections, models
 
+from .history_models import migration_apps
+
 
 @dataclass(frozen=True)
 class MigrationRef:
@@ -56,13 +58,6 @@ class HistoryEvent:
     notification_id: int | None = None
     using: str = "default"
 
-    @property
-    def migration_apps(self) -> list[str]:
-        from simple_history.utils import get_history_model_for_model
-
-        history_model = get_history_model_for_model(self.model)
-        return sorted({self.model._meta.app_label, history_model._meta.app_label})
-
     @cached_property
     def migration_at_change(self) -> MigrationRef | None:
         """The migration state of the model's apps when the change happened."""
@@ -73,7 +68,7 @@ class HistoryEvent:
     @cached_property
     def migration_now(self) -> MigrationRef | None:
         """The latest migration applied today to the model's apps."""
-        return _latest_migration(self.using, self.migration_apps)
+        return _latest_migration(self.using, migration_apps(self.model))
 
     @property
     def schema_changed(self) -> bool:
@@ -128,9 +123,5 @@ def migration_id_as_of(
     using: str, model: type[models.Model], when: datetime.datetime
 ) -> int | None:
     """The latest migration of ``model``'s apps applied at ``when`` (used for replays)."""
-    from simple_history.utils import get_history_model_for_model
-
-    history_model = get_history_model_for_model(model)
-    apps = sorted({model._meta.app_label, history_model._meta.app_label})
-    ref = _latest_migration(using, apps, before=when)
+    ref = _latest_migration(using, migration_apps(model), before=when)
     return ref.id if ref else None

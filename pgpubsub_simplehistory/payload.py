@@ -2,7 +2,8 @@
 
 The payload is a pointer, never the row: ``{"app", "model", "history_model", "history_id",
 "history_type", "object_id", "migration", "context"}`` plus ``"notification_id"`` in the NOTIFY of
-lockable channels (the primary key of the stored notification, so that it is claimed by key).
+lockable channels (the primary key of the stored notification, for logs and observers; listeners
+claim stored notifications oldest first, the NOTIFY only wakes them).
 """
 
 from __future__ import annotations

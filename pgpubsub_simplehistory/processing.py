@@ -126,9 +126,7 @@ def process_batch(
                 done.append(row.pk)
         if done:
             with connections[using].cursor() as cursor:
-                cursor.execute(
-                    f"DELETE FROM {Notification._meta.db_table} WHERE id = ANY(%s)", [done]
-                )
+                cursor.execute(f"DELETE FROM {_TABLE} WHERE id = ANY(%s)", [done])
     return counts
 
 
@@ -188,10 +186,6 @@ def _process_row(
     The caller deletes the row when the outcome is PROCESSED, in the same transaction.
     """
     started = time.perf_counter()
-    where = (
-        f"channel {channel.name()} model {row.model} history_id={row.history_id} "
-        f"(notification {row.pk}, attempt {row.attempts + 1})"
-    )
     try:
         with transaction.atomic(using=using):
             payload = HistoryPayload.parse(row.as_payload())
@@ -199,11 +193,12 @@ def _process_row(
             dispatch(change)
     except PgpubsubSimplehistoryError as exc:
         _ensure_connection_usable(using)
-        logger.error("cannot process %s: %s; parked", where, exc)
+        logger.error("cannot process %s: %s; parked", _where(channel, row), exc)
         _settle_failure(channel, row, exc, permanent=True)
         return Outcome.PARKED
     except Exception as exc:
         _ensure_connection_usable(using)
+        where = _where(channel, row)  # before settling: it names the attempt that failed
         outcome = _settle_failure(channel, row, exc, permanent=False)
         if outcome is Outcome.PARKED:
             logger.exception(
@@ -214,14 +209,22 @@ def _process_row(
                 "listener failed for %s; rolled back, retry at %s", where, row.available_at
             )
         return outcome
-    logger.info(
-        "processed %s type=%s in %.1f ms",
-        where,
-        row.history_type,
-        (time.perf_counter() - started) * 1000,
-        extra={"channel": channel.name(), "model": row.model, "history_id": row.history_id},
-    )
+    if logger.isEnabledFor(logging.INFO):  # the hot path: build the line only when logged
+        logger.info(
+            "processed %s type=%s in %.1f ms",
+            _where(channel, row),
+            row.history_type,
+            (time.perf_counter() - started) * 1000,
+            extra={"channel": channel.name(), "model": row.model, "history_id": row.history_id},
+        )
     return Outcome.PROCESSED
+
+
+def _where(channel: type[HistoryTriggerChannel], row: Notification) -> str:
+    return (
+        f"channel {channel.name()} model {row.model} history_id={row.history_id} "
+        f"(notification {row.pk}, attempt {row.attempts + 1})"
+    )
 
 
 def retry_delay(channel: type[HistoryTriggerChannel], attempts: int) -> float:

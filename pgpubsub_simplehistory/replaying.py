@@ -24,6 +24,7 @@ from pgpubsub.channel import locate_channel
 
 from .channel import HistoryTriggerChannel, is_history_channel
 from .exceptions import PgpubsubSimplehistoryError
+from .history_models import history_model_of
 from .resolution import object_attname, resolve_record
 from .subscribe import Subscription, history_channels
 
@@ -221,10 +222,9 @@ def _model(model: str | type[models.Model]) -> type[models.Model]:
 
 def _history_model(model: type[models.Model]) -> type[models.Model]:
     from simple_history.exceptions import NotHistoricalModelError
-    from simple_history.utils import get_history_model_for_model
 
     try:
-        history: type[models.Model] = get_history_model_for_model(model)
+        history = history_model_of(model)
     except NotHistoricalModelError:
         raise ReplayError(f"{model._meta.label} has no history (HistoricalRecords)") from None
     return history

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 import pgtrigger
 
 from . import _pgpubsub
+from .history_models import migration_apps
 
 if TYPE_CHECKING:
     from .channel import HistoryTriggerChannel
@@ -60,7 +61,7 @@ class HistoryNotify(pgtrigger.Trigger):
         tracked = self.channel.tracked_model()
         history_pk = model._meta.pk.column
         object_id = model._meta.get_field(tracked._meta.pk.name).column
-        migration_apps = sorted({tracked._meta.app_label, model._meta.app_label})
+        apps = migration_apps(tracked)
         channel = _literal(str(self.name))
         build = f"""
             payload := jsonb_build_object(
@@ -72,7 +73,7 @@ class HistoryNotify(pgtrigger.Trigger):
                 'object_id', NEW.{_ident(object_id)},
                 'migration', (
                     SELECT max(id) FROM django_migrations
-                    WHERE app IN ({", ".join(_literal(a) for a in migration_apps)})
+                    WHERE app IN ({", ".join(_literal(a) for a in apps)})
                 ),
                 'context', COALESCE(
                     NULLIF(current_setting({_literal(_pgpubsub.CONTEXT_SETTING)}, true), ''),

@@ -1,0 +1,26 @@
+"""Looking up a tracked model's historical model (cached) and the apps that migrate them."""
+
+from __future__ import annotations
+
+from django.db import models
+from simple_history.utils import get_history_model_for_model
+
+_history_models: dict[type[models.Model], type[models.Model]] = {}
+
+
+def history_model_of(model: type[models.Model]) -> type[models.Model]:
+    """The ``HistoricalX`` model of ``model``.
+
+    Raises simple-history's ``NotHistoricalModelError`` when the model has no history.
+    simple-history's descriptor builds a manager class on every access, so the answer is cached.
+    """
+    cached = _history_models.get(model)
+    if cached is None:
+        cached = get_history_model_for_model(model)
+        _history_models[model] = cached
+    return cached
+
+
+def migration_apps(model: type[models.Model]) -> list[str]:
+    """App labels whose migrations change ``model`` or its history model (recorded per change)."""
+    return sorted({str(model._meta.app_label), str(history_model_of(model)._meta.app_label)})
