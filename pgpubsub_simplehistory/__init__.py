@@ -23,10 +23,12 @@ if TYPE_CHECKING:
         UnknownModel,
     )
     from .listening import Listener
+    from .logs import JsonFormatter
     from .operations import BackfillHistory
     from .records import HistoricalRecords
     from .replaying import ReplayError, ReplayResult, replay
     from .resolution import ResolvedChange, resolve, resolve_record
+    from .signals import notification_failed, notification_parked, notification_processed
     from .subscribe import (
         Subscription,
         post_delete_listener,
@@ -44,6 +46,7 @@ _EXPORTS = {
     "HistoryEvent": "event",
     "HistoryTriggerChannel": "channel",
     "InvalidPayload": "exceptions",
+    "JsonFormatter": "logs",
     "Listener": "listening",
     "MigrationRef": "event",
     "MissingHistoryRecord": "exceptions",
@@ -53,6 +56,9 @@ _EXPORTS = {
     "ResolvedChange": "resolution",
     "Subscription": "subscribe",
     "UnknownModel": "exceptions",
+    "notification_failed": "signals",
+    "notification_parked": "signals",
+    "notification_processed": "signals",
     "post_delete_listener": "subscribe",
     "post_insert_listener": "subscribe",
     "post_save_listener": "subscribe",
@@ -71,6 +77,7 @@ __all__ = [
     "HistoryEvent",
     "HistoryTriggerChannel",
     "InvalidPayload",
+    "JsonFormatter",
     "Listener",
     "MigrationRef",
     "MissingHistoryRecord",
@@ -80,6 +87,9 @@ __all__ = [
     "ResolvedChange",
     "Subscription",
     "UnknownModel",
+    "notification_failed",
+    "notification_parked",
+    "notification_processed",
     "post_delete_listener",
     "post_insert_listener",
     "post_save_listener",

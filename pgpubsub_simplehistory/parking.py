@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from django.db import models, transaction
@@ -37,16 +37,52 @@ def parked(
     return ordered
 
 
-def retry(queryset: models.QuerySet[Notification]) -> int:
-    """Make parked notifications pending again, due now, with their attempts reset."""
+#: Rows updated or deleted per statement by :func:`retry` and :func:`purge`.
+CHUNK = 1000
+
+
+def retry(
+    queryset: models.QuerySet[Notification], on_chunk: Callable[[int], None] | None = None
+) -> int:
+    """Make parked notifications pending again, due now, with their attempts reset.
+
+    One transaction, in chunks of :data:`CHUNK` rows; ``on_chunk(n)`` reports each (progress).
+    """
+    return _chunked(
+        queryset,
+        lambda chunk: chunk.update(state=State.PENDING, attempts=0, available_at=timezone.now()),
+        on_chunk,
+    )
+
+
+def purge(
+    queryset: models.QuerySet[Notification], on_chunk: Callable[[int], None] | None = None
+) -> int:
+    """Delete parked notifications (their historical records stay: replay them if needed).
+
+    One transaction, in chunks of :data:`CHUNK` rows; ``on_chunk(n)`` reports each (progress).
+    """
+    return _chunked(queryset, lambda chunk: chunk.delete()[0], on_chunk)
+
+
+def _chunked(
+    queryset: models.QuerySet[Notification],
+    apply: Callable[[models.QuerySet[Notification]], int],
+    on_chunk: Callable[[int], None] | None,
+) -> int:
+    total = 0
     with transaction.atomic(using=queryset.db):
-        updated: int = queryset.filter(state=State.PARKED).update(
-            state=State.PENDING, attempts=0, available_at=timezone.now()
+        ids = list(
+            queryset.filter(state=State.PARKED)
+            .select_for_update(skip_locked=True)
+            .order_by("pk")
+            .values_list("pk", flat=True)
         )
-    return updated
-
-
-def purge(queryset: models.QuerySet[Notification]) -> int:
-    """Delete parked notifications (their historical records stay: replay them if needed)."""
-    deleted: int = queryset.filter(state=State.PARKED).delete()[0]
-    return deleted
+        for start in range(0, len(ids), CHUNK):
+            done = apply(
+                Notification.objects.using(queryset.db).filter(pk__in=ids[start : start + CHUNK])
+            )
+            total += done
+            if on_chunk is not None:
+                on_chunk(done)
+    return total

@@ -26,13 +26,14 @@ import logging
 import time
 import traceback
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from django.conf import settings
 from django.db import DatabaseError, connections, transaction
 from django.utils import timezone
 
-from . import _pgpubsub
+from . import _pgpubsub, signals
 from .channel import HistoryTriggerChannel, is_history_channel
 from .exceptions import PgpubsubSimplehistoryError
 from .models import Notification, State
@@ -48,6 +49,62 @@ class Outcome(enum.Enum):
     PARKED = "parked"
     FAILED = "failed"
     SKIPPED = "skipped"
+
+
+@dataclass(frozen=True)
+class Settlement:
+    """How one notification was settled: the data of log lines and signals."""
+
+    channel: type[HistoryTriggerChannel]
+    outcome: Outcome
+    model: str
+    history_id: str
+    history_type: str
+    notification_id: int | None
+    attempt: int
+    duration: float
+    error: BaseException | None = None
+
+    def log_fields(self) -> dict[str, Any]:
+        """The ``extra`` of the log line: structured fields for JSON log formatters."""
+        return {
+            "channel": self.channel.name(),
+            "model": self.model,
+            "history_id": self.history_id,
+            "history_type": self.history_type,
+            "notification_id": self.notification_id,
+            "attempt": self.attempt,
+            "duration_ms": round(self.duration * 1000, 3),
+            "outcome": self.outcome.value,
+        }
+
+
+_SIGNALS = {
+    Outcome.PROCESSED: signals.notification_processed,
+    Outcome.RETRY: signals.notification_failed,
+    Outcome.FAILED: signals.notification_failed,
+    Outcome.PARKED: signals.notification_parked,
+}
+
+
+def emit(settlements: Sequence[Settlement]) -> None:
+    """Send the signal of each settlement (call after its transaction committed)."""
+    for settled in settlements:
+        signal = _SIGNALS.get(settled.outcome)
+        if signal is None or not signal.has_listeners(settled.channel):
+            continue
+        # send_robust: a failing receiver is logged by Django (logger django.dispatch).
+        signal.send_robust(
+            settled.channel,
+            channel=settled.channel.name(),
+            model=settled.model,
+            history_id=settled.history_id,
+            history_type=settled.history_type,
+            notification_id=settled.notification_id,
+            attempt=settled.attempt,
+            duration=settled.duration,
+            error=settled.error,
+        )
 
 
 def dispatch(change: ResolvedChange) -> int:
@@ -112,6 +169,7 @@ def process_batch(
     """
     by_name = {c.listen_safe_name(): c for c in channels}
     counts = {outcome: 0 for outcome in Outcome}
+    settlements: list[Settlement] = []
     with transaction.atomic(using=using):
         rows = claim(channels, using, limit or batch_size())
         records = _preload(rows, by_name, using)
@@ -120,13 +178,15 @@ def process_batch(
         for i, row in enumerate(rows):
             if i and (time.monotonic() > deadline or (should_stop and should_stop())):
                 break  # the rest is released, untouched, by the commit
-            outcome = _process_row(by_name[row.channel], row, using, records.get(row.channel))
-            counts[outcome] += 1
-            if outcome is Outcome.PROCESSED:
+            settled = _process_row(by_name[row.channel], row, using, records.get(row.channel))
+            settlements.append(settled)
+            counts[settled.outcome] += 1
+            if settled.outcome is Outcome.PROCESSED:
                 done.append(row.pk)
         if done:
             with connections[using].cursor() as cursor:
                 cursor.execute(f"DELETE FROM {_TABLE} WHERE id = ANY(%s)", [done])
+    emit(settlements)
     return counts
 
 
@@ -180,12 +240,14 @@ def _process_row(
     row: Notification,
     using: str,
     records: dict[Any, Any] | None = None,
-) -> Outcome:
+) -> Settlement:
     """Run the listeners of one claimed row in a savepoint; settle a failure on the row.
 
     The caller deletes the row when the outcome is PROCESSED, in the same transaction.
     """
     started = time.perf_counter()
+    attempt = row.attempts + 1
+    error: BaseException | None = None
     try:
         with transaction.atomic(using=using):
             payload = HistoryPayload.parse(row.as_payload())
@@ -193,38 +255,62 @@ def _process_row(
             dispatch(change)
     except PgpubsubSimplehistoryError as exc:
         _ensure_connection_usable(using)
-        logger.error("cannot process %s: %s; parked", _where(channel, row), exc)
-        _settle_failure(channel, row, exc, permanent=True)
-        return Outcome.PARKED
+        error, outcome = exc, _settle_failure(channel, row, exc, permanent=True)
     except Exception as exc:
         _ensure_connection_usable(using)
-        where = _where(channel, row)  # before settling: it names the attempt that failed
-        outcome = _settle_failure(channel, row, exc, permanent=False)
-        if outcome is Outcome.PARKED:
-            logger.exception(
-                "listener failed for %s; parked after %d attempts", where, row.attempts
-            )
-        else:
-            logger.exception(
-                "listener failed for %s; rolled back, retry at %s", where, row.available_at
-            )
-        return outcome
-    if logger.isEnabledFor(logging.INFO):  # the hot path: build the line only when logged
-        logger.info(
-            "processed %s type=%s in %.1f ms",
-            _where(channel, row),
-            row.history_type,
-            (time.perf_counter() - started) * 1000,
-            extra={"channel": channel.name(), "model": row.model, "history_id": row.history_id},
-        )
-    return Outcome.PROCESSED
-
-
-def _where(channel: type[HistoryTriggerChannel], row: Notification) -> str:
-    return (
-        f"channel {channel.name()} model {row.model} history_id={row.history_id} "
-        f"(notification {row.pk}, attempt {row.attempts + 1})"
+        error, outcome = exc, _settle_failure(channel, row, exc, permanent=False)
+    else:
+        outcome = Outcome.PROCESSED
+    settled = Settlement(
+        channel=channel,
+        outcome=outcome,
+        model=row.model,
+        history_id=row.history_id,
+        history_type=row.history_type,
+        notification_id=row.pk,
+        attempt=attempt,
+        duration=time.perf_counter() - started,
+        error=error,
     )
+    _log(settled, row)
+    return settled
+
+
+def _log(settled: Settlement, row: Notification) -> None:
+    where = (
+        f"channel {settled.channel.name()} model {settled.model} "
+        f"history_id={settled.history_id} (notification {settled.notification_id}, "
+        f"attempt {settled.attempt})"
+    )
+    if settled.outcome is Outcome.PROCESSED:
+        if logger.isEnabledFor(logging.INFO):  # the hot path: build the line only when logged
+            logger.info(
+                "processed %s type=%s in %.1f ms",
+                where,
+                settled.history_type,
+                settled.duration * 1000,
+                extra=settled.log_fields(),
+            )
+    elif isinstance(settled.error, PgpubsubSimplehistoryError):
+        logger.error(
+            "cannot process %s: %s; parked", where, settled.error, extra=settled.log_fields()
+        )
+    elif settled.outcome is Outcome.PARKED:
+        logger.error(
+            "listener failed for %s; parked after %d attempts",
+            where,
+            settled.attempt,
+            exc_info=settled.error,
+            extra=settled.log_fields(),
+        )
+    else:
+        logger.error(
+            "listener failed for %s; rolled back, retry at %s",
+            where,
+            row.available_at,
+            exc_info=settled.error,
+            extra=settled.log_fields(),
+        )
 
 
 def retry_delay(channel: type[HistoryTriggerChannel], attempts: int) -> float:
@@ -274,23 +360,48 @@ def handle_notify(
         return _handle_plain(channel, notify)
     if channel.lock_notifications:
         return Outcome.SKIPPED
+    started = time.perf_counter()
     try:
         parsed = HistoryPayload.parse(payload)
     except PgpubsubSimplehistoryError as exc:
-        logger.error("invalid notification on channel %s: %s", channel.name(), exc)
+        logger.error(
+            "invalid notification on channel %s: %s",
+            channel.name(),
+            exc,
+            extra={"channel": channel.name(), "outcome": Outcome.FAILED.value},
+        )
         return Outcome.FAILED
     where = f"channel {channel.name()} model {parsed.model_label} history_id={parsed.history_id!r}"
+    error: BaseException | None = None
     try:
         with transaction.atomic(using=using):
             dispatch(resolve(channel, parsed, using=using))
-    except PgpubsubSimplehistoryError as exc:
-        logger.error("cannot process %s: %s", where, exc)
-        return Outcome.FAILED
-    except Exception:
-        logger.exception("listener failed for %s; its changes were rolled back", where)
-        return Outcome.FAILED
-    logger.info("processed %s type=%s", where, parsed.history_type)
-    return Outcome.PROCESSED
+    except Exception as exc:
+        error = exc
+    settled = Settlement(
+        channel=channel,
+        outcome=Outcome.PROCESSED if error is None else Outcome.FAILED,
+        model=parsed.model_label,
+        history_id=str(parsed.history_id),
+        history_type=parsed.history_type,
+        notification_id=None,
+        attempt=1,
+        duration=time.perf_counter() - started,
+        error=error,
+    )
+    if isinstance(error, PgpubsubSimplehistoryError):
+        logger.error("cannot process %s: %s", where, error, extra=settled.log_fields())
+    elif error is not None:
+        logger.error(
+            "listener failed for %s; its changes were rolled back",
+            where,
+            exc_info=error,
+            extra=settled.log_fields(),
+        )
+    else:
+        logger.info("processed %s type=%s", where, parsed.history_type, extra=settled.log_fields())
+    emit([settled])
+    return settled.outcome
 
 
 def _handle_plain(channel: type[Any], notify: Any) -> Outcome:

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import inspect
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import pgtrigger
+from asgiref.sync import async_to_sync
 from pgpubsub.channel import locate_channel
 
 from . import _pgpubsub
@@ -45,8 +46,21 @@ class Subscription:
         return history_type in self.history_types
 
     def call(self, change: ResolvedChange) -> Any:
+        """Call the listener; an ``async def`` listener is run to completion here.
+
+        The coroutine runs on an event loop in another thread (``asgiref.async_to_sync``), while
+        its ORM calls (``sync_to_async`` / ``aget`` / ``asave`` ...) come back to this thread, on
+        this connection: inside the notification's savepoint, like a sync listener's.
+        """
         kwargs = {name: getattr(change, name) for name in self.arguments}
-        return self.callback(**kwargs)
+        result = self.callback(**kwargs)
+        if inspect.isawaitable(result):
+            result = async_to_sync(_await)(result)
+        return result
+
+
+async def _await(awaitable: Awaitable[Any]) -> Any:
+    return await awaitable
 
 
 def subscriptions_of(channel: type[HistoryTriggerChannel]) -> list[Subscription]:

@@ -192,3 +192,34 @@ def test_claim_plan_walks_the_pending_index_even_without_statistics():
             plan = "\n".join(row[0] for row in cursor.fetchall())
     assert "Index Scan using psh_notification_pending" in plan
     assert "Sort" not in plan
+
+
+class _Terminal(StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_retry_and_purge_of_many_parked_show_progress_on_a_terminal_only(transactional_db):
+    customer = CustomerFactory()
+    bulk_create_with_history([Order(customer=customer, status=f"s{i}") for i in range(2500)], Order)
+    Notification.objects.update(state="parked", attempts=5)
+    total = Notification.objects.count()
+    assert total == 2500
+
+    err = _Terminal()
+    out = StringIO()
+    call_command("parked", "retry", "--all", stdout=out, stderr=err)
+    assert f"{total}/{total}" in err.getvalue() and "[####" in err.getvalue()
+    assert f"{total} parked notification(s) made pending" in out.getvalue()
+    assert not Notification.objects.filter(state="parked").exists()
+
+    Notification.objects.update(state="parked")
+    err = StringIO()  # not a terminal: no bar unless asked for
+    call_command("parked", "retry", "--model", "shop.Order", stdout=StringIO(), stderr=err)
+    assert err.getvalue() == ""
+
+    Notification.objects.update(state="parked")
+    err, out = _Terminal(), StringIO()
+    call_command("parked", "purge", "--all", "--noinput", "-v", "0", stdout=out, stderr=err)
+    assert out.getvalue() == "" and err.getvalue() == ""
+    assert not Notification.objects.exists()

@@ -14,6 +14,7 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from pgpubsub_simplehistory.exceptions import ChannelConfigurationError
 from pgpubsub_simplehistory.listening import Listener
+from pgpubsub_simplehistory.logs import JsonFormatter
 
 
 class Command(BaseCommand):
@@ -67,14 +68,20 @@ class Command(BaseCommand):
         parser.add_argument(
             "--logformat",
             default="%(asctime)s %(levelname).4s %(name)s %(message)s",
-            help="Logging format.",
+            help="Logging format (a %%-style format), or 'json' for one JSON object per line "
+            "with the fields channel, model, history_id, duration_ms, outcome.",
         )
 
     def handle(self, *args: Any, **options: Any) -> None:
         level = getattr(logging, str(options["loglevel"]).upper(), None)
         if not isinstance(level, int):
             raise CommandError(f"unknown --loglevel {options['loglevel']!r}")
-        logging.basicConfig(format=options["logformat"], level=level)
+        if options["logformat"] == "json":
+            handler = logging.StreamHandler()
+            handler.setFormatter(JsonFormatter())
+            logging.basicConfig(level=level, handlers=[handler])
+        else:
+            logging.basicConfig(format=options["logformat"], level=level)
         processes = options["processes"]
         if processes < 1:
             raise CommandError(f"--processes must be at least 1, not {processes}")

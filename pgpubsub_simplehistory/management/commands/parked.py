@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import argparse
 from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from pgpubsub_simplehistory import parking
 from pgpubsub_simplehistory.exceptions import ChannelConfigurationError
+from pgpubsub_simplehistory.progress import progress_bar
 
 
 class Command(BaseCommand):
@@ -29,8 +31,20 @@ class Command(BaseCommand):
             p.add_argument("--model", nargs="+", default=[], help="app_label.ModelName values.")
             p.add_argument("--id", nargs="+", type=int, default=[], dest="ids", help="Ids.")
             p.add_argument("--database", default="default")
+            # Also accepted after the action (``parked retry --all -v 0``).
+            p.add_argument(
+                "-v", "--verbosity", type=int, choices=[0, 1, 2, 3], default=argparse.SUPPRESS
+            )
             if action != "list":
                 p.add_argument("--all", action="store_true", help="Every parked notification.")
+                progress = p.add_mutually_exclusive_group()
+                progress.add_argument(
+                    "--progress",
+                    action="store_true",
+                    default=None,
+                    help="Show a progress bar on stderr (default: on a terminal, for >100 rows).",
+                )
+                progress.add_argument("--no-progress", action="store_false", dest="progress")
             if action == "purge":
                 p.add_argument(
                     "--noinput",
@@ -57,14 +71,21 @@ class Command(BaseCommand):
                 returncode=2,
             )
         count = queryset.count()
-        if action == "retry":
-            self.stdout.write(f"{parking.retry(queryset)} parked notification(s) made pending")
-            return
-        if count and options["interactive"]:
+        verbosity = options["verbosity"]
+        if action == "purge" and count and options["interactive"]:
             answer = input(f"Delete {count} parked notification(s)? Type 'yes' to continue: ")
             if answer != "yes":
                 raise CommandError("purge cancelled", returncode=1)
-        self.stdout.write(f"{parking.purge(queryset)} parked notification(s) deleted")
+        bar = progress_bar(self.stderr, count, verbosity, options["progress"])
+        on_chunk = bar.advance if bar is not None else None
+        if action == "retry":
+            done, what = parking.retry(queryset, on_chunk), "made pending"
+        else:
+            done, what = parking.purge(queryset, on_chunk), "deleted"
+        if bar is not None:
+            bar.finish()
+        if verbosity > 0:
+            self.stdout.write(f"{done} parked notification(s) {what}")
 
     def _list(self, queryset: Any) -> None:
         rows = list(queryset)

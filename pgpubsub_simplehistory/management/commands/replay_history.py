@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import sys
-from typing import Any, TextIO
+from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
+from pgpubsub_simplehistory.progress import progress_bar
 from pgpubsub_simplehistory.replaying import (
     HISTORY_TYPES,
     ReplayError,
@@ -14,8 +14,6 @@ from pgpubsub_simplehistory.replaying import (
     plan_replay,
     run_plan,
 )
-
-PROGRESS_THRESHOLD = 100
 
 
 class Command(BaseCommand):
@@ -78,10 +76,7 @@ class Command(BaseCommand):
             raise CommandError(str(exc), returncode=2) from None
         total = plan.count()
         verbosity = options["verbosity"]
-        show = options["progress"]
-        if show is None:
-            show = total > PROGRESS_THRESHOLD and _is_tty(sys.stderr)
-        bar = _Progress(self.stderr, total) if show and verbosity > 0 else None
+        bar = progress_bar(self.stderr, total, verbosity, options["progress"])
         dry_run = options["dry_run"]
 
         def on_item(item: ReplayItem, outcome: str) -> None:
@@ -110,29 +105,3 @@ class Command(BaseCommand):
             self.stdout.write(result.summary())
         if not result.ok:
             raise CommandError(f"{result.failed} record(s) failed", returncode=1)
-
-
-def _is_tty(stream: Any) -> bool:
-    inner = getattr(stream, "_out", stream)
-    return bool(getattr(inner, "isatty", lambda: False)())
-
-
-class _Progress:
-    def __init__(self, stream: Any, total: int) -> None:
-        self.out: TextIO = getattr(stream, "_out", stream)
-        self.total = max(total, 1)
-        self.done = 0
-        self.shown = -1
-
-    def advance(self) -> None:
-        self.done += 1
-        percent = self.done * 100 // self.total
-        if percent != self.shown:
-            self.shown = percent
-            filled = percent * 30 // 100
-            self.out.write(f"\r[{'#' * filled}{'.' * (30 - filled)}] {self.done}/{self.total}")
-            self.out.flush()
-
-    def finish(self) -> None:
-        self.out.write("\n")
-        self.out.flush()

@@ -1,0 +1,49 @@
+"""A progress bar for long-running management commands (stderr, terminals only)."""
+
+from __future__ import annotations
+
+from typing import Any, TextIO
+
+#: Below this many items the bar is not shown unless asked for.
+THRESHOLD = 100
+
+
+def is_tty(stream: Any) -> bool:
+    """Whether ``stream`` (a file or Django's ``OutputWrapper``) is a terminal."""
+    inner = getattr(stream, "_out", stream)
+    return bool(getattr(inner, "isatty", lambda: False)())
+
+
+class Progress:
+    """``[#####.....] done/total`` redrawn in place, at most once per percent."""
+
+    def __init__(self, stream: Any, total: int) -> None:
+        self.out: TextIO = getattr(stream, "_out", stream)
+        self.total = max(total, 1)
+        self.done = 0
+        self.shown = -1
+
+    def advance(self, n: int = 1) -> None:
+        self.done += n
+        percent = min(self.done * 100 // self.total, 100)
+        if percent != self.shown:
+            self.shown = percent
+            filled = percent * 30 // 100
+            self.out.write(f"\r[{'#' * filled}{'.' * (30 - filled)}] {self.done}/{self.total}")
+            self.out.flush()
+
+    def finish(self) -> None:
+        self.out.write("\n")
+        self.out.flush()
+
+
+def progress_bar(stream: Any, total: int, verbosity: int, wanted: bool | None) -> Progress | None:
+    """A bar when asked for (``wanted`` True), or by default on a terminal for large totals.
+
+    Never under ``--verbosity 0``.
+    """
+    if verbosity <= 0 or wanted is False:
+        return None
+    if wanted is None and not (total > THRESHOLD and is_tty(stream)):
+        return None
+    return Progress(stream, total)
