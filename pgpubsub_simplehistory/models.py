@@ -46,6 +46,9 @@ class Notification(models.Model):
     class Meta:
         db_table = "pgpubsub_simplehistory_notification"
         ordering = ["id"]
+        permissions = [
+            ("replay_notification", "Can replay the historical record of a notification"),
+        ]
         indexes = [
             # The claim: oldest pending first.
             models.Index(

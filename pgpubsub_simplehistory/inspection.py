@@ -1,0 +1,85 @@
+"""What a stored notification resolves to, side by side with its previous record (for the admin)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from ._pgpubsub import channel_by_listen_name
+from .channel import is_history_channel
+from .exceptions import PgpubsubSimplehistoryError
+from .models import Notification
+from .payload import HistoryPayload
+from .resolution import previous_record, resolve, to_instance
+
+
+@dataclass(frozen=True)
+class FieldDiff:
+    """One field of today's model: its value in the previous record, this one, and today."""
+
+    name: str
+    previous: Any
+    record: Any
+    current: Any
+    changed: bool
+
+
+@dataclass(frozen=True)
+class Inspection:
+    """A notification resolved as its listener would receive it (or why it cannot be)."""
+
+    error: str | None = None
+    history: list[tuple[str, Any]] = field(default_factory=list)
+    fields: list[FieldDiff] = field(default_factory=list)
+    has_previous: bool = False
+    exists_today: bool = False
+
+
+def inspect_notification(notification: Notification) -> Inspection:
+    """Resolve ``notification`` under today's schema; never raises for unresolvable input.
+
+    ``fields`` compares, for each concrete field of today's model, the previous historical record
+    of the object, the notified record, and the live row (empty when it no longer exists).
+    """
+    using = notification._state.db or "default"
+    channel = channel_by_listen_name(notification.channel)
+    if channel is None or not is_history_channel(channel):
+        return Inspection(error=f"channel {notification.channel!r} is not a history channel")
+    try:
+        payload = HistoryPayload.parse(notification.as_payload())
+        change = resolve(channel, payload, using=using)
+    except PgpubsubSimplehistoryError as exc:
+        return Inspection(error=str(exc))
+    model = channel.tracked_model()
+    record = change.history
+    previous = previous_record(record, model, using)
+    before = to_instance(previous, model, using) if previous is not None else None
+    now = to_instance(record, model, using)
+    current = change.event.current()
+    history = [
+        ("history_id", record.pk),
+        ("history_type", record.history_type),
+        ("history_date", record.history_date),
+        ("history_user", getattr(record, "history_user_id", None)),
+        ("history_change_reason", getattr(record, "history_change_reason", None)),
+        ("schema changed since", change.event.schema_changed),
+    ]
+    diffs = []
+    for f in model._meta.concrete_fields:
+        old = getattr(before, f.attname) if before is not None else None
+        new = getattr(now, f.attname)
+        diffs.append(
+            FieldDiff(
+                name=f.attname,
+                previous=old,
+                record=new,
+                current=getattr(current, f.attname) if current is not None else None,
+                changed=before is not None and old != new,
+            )
+        )
+    return Inspection(
+        history=history,
+        fields=diffs,
+        has_previous=before is not None,
+        exists_today=current is not None,
+    )
