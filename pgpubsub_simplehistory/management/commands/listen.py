@@ -62,7 +62,7 @@ class Command(BaseCommand):
             type=float,
             default=None,
             help="Seconds between sweeps of stored notifications "
-            "(default PGPUBSUB_SIMPLEHISTORY_SWEEP_INTERVAL or 5).",
+            "(default PGPUBSUB_SIMPLEHISTORY_SWEEP_INTERVAL or 2).",
         )
         parser.add_argument("--loglevel", default="info", help="Logging level (default info).")
         parser.add_argument(

@@ -14,7 +14,7 @@ class Command(BaseCommand):
     help = (
         "Print pending and parked notifications per channel, the age of the oldest pending one "
         "and pg_notification_queue_usage(); exit 1 when a given threshold is exceeded (usable "
-        "as a liveness/readiness probe)."
+        "as a readiness probe or an alert)."
     )
 
     def add_arguments(self, parser: CommandParser) -> None:
@@ -24,8 +24,8 @@ class Command(BaseCommand):
         parser.add_argument(
             "--max-queue-usage", type=float, help="Fraction of the 8 GB NOTIFY queue (0..1)."
         )
-        parser.add_argument("--json", action="store_true")
-        parser.add_argument("--database", default="default")
+        parser.add_argument("--json", action="store_true", help="Print JSON instead of text.")
+        parser.add_argument("--database", default="default", help="Database alias.")
 
     def handle(self, *args: Any, **options: Any) -> None:
         health = check_health(
