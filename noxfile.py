@@ -67,6 +67,7 @@ MATRIX = [
     for python in ("3.10", "3.11", "3.12", "3.13")
     for django in DJANGOS
     if not (django == "6.0" and python in ("3.10", "3.11"))  # Django 6 needs Python 3.12+
+    if not (django == "4.2" and python == "3.13")  # Django 4.2 supports Python up to 3.12
     for driver in ("psycopg2", "psycopg3")
 ]
 POSTGRES = {"15": "binaries", "18": "pgserver"}
