@@ -46,6 +46,7 @@ def main(argv: list[str] | None = None) -> int:
             rate=200,
             seconds=1 if q else 10,
             process_counts=(1,) if q else (1, 2),
+            sql_writer_seconds=2 if q else 10,
         )
         results["live"] = data3
         reports.append(live.report(data3))

@@ -12,6 +12,7 @@ import signal
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from typing import Any
 
@@ -126,6 +127,65 @@ def throughput(variant: str, processes: int, changes: int) -> dict[str, Any]:
     }
 
 
+_SQL_WRITER = """\\set id random({low}, {high})
+BEGIN;
+UPDATE {table} SET counter = counter + 1 WHERE id = :id;
+INSERT INTO {history} (id, name, counter, history_date, history_type)
+    SELECT id, name, counter, now(), '~' FROM {table} WHERE id = :id;
+END;
+"""
+
+
+def sql_writer_throughput(
+    variant: str, processes: int, seconds: int, clients: int = 1
+) -> dict[str, Any]:
+    """Listeners against a writer as fast as the database allows: pgbench doing, per
+    transaction, the SQL of a tracked save (UPDATE the row, INSERT its historical record)."""
+    from .pgbench import _pgbench
+
+    binary = _pgbench()
+    if binary is None:
+        return {"variant": variant, "error": "pgbench not found"}
+    model = _model(variant)
+    model.objects.all().delete()
+    model.objects.bulk_create([model(name=f"sqlw{i}") for i in range(100)])
+    ids = list(model.objects.values_list("pk", flat=True))
+    _reset()
+    history = model.history.model._meta.db_table  # type: ignore[attr-defined]
+    script = _SQL_WRITER.format(
+        low=min(ids), high=max(ids), table=model._meta.db_table, history=history
+    )
+    with tempfile.NamedTemporaryFile("w", suffix=".sql", delete=False) as f:
+        f.write(script)
+    os.chmod(f.name, 0o644)
+    procs = _listeners(variant, processes)
+    try:
+        first = time.time()
+        out = subprocess.run(
+            [binary, "-n", "-f", f.name, "-T", str(seconds), "-c", str(clients),
+             "-j", str(clients), os.environ["DATABASE_URL"]],
+            check=True, capture_output=True, text=True,
+        )  # fmt: skip
+        writer_seconds = time.time() - first
+        written = sql(f"SELECT count(*) FROM {history}")[0][0]
+        seen = _wait_seen(variant, written, timeout=max(120.0, written / 50))
+    finally:
+        _stop(procs)
+        os.unlink(f.name)
+    last = sql("SELECT max(started) FROM bench_seen WHERE variant = %s", [variant])[0][0]
+    duration = (last or time.time()) - first
+    return {
+        "variant": variant,
+        "processes": processes,
+        "writer_clients": clients,
+        "changes": written,
+        "seen": seen,
+        "writer_per_second": written / writer_seconds,
+        "events_per_second": seen / duration if duration > 0 else 0.0,
+        "pgbench_output": out.stdout[-400:],
+    }
+
+
 def latency(variant: str, rate: float, seconds: float) -> dict[str, Any]:
     model = _model(variant)
     model.objects.all().delete()
@@ -163,12 +223,21 @@ def latency(variant: str, rate: float, seconds: float) -> dict[str, Any]:
 
 
 def run(
-    changes: int, rate: float, seconds: float, process_counts: tuple[int, ...] = (1, 2)
+    changes: int,
+    rate: float,
+    seconds: float,
+    process_counts: tuple[int, ...] = (1, 2),
+    sql_writer_seconds: int = 10,
 ) -> dict[str, Any]:
-    results: dict[str, Any] = {"throughput": [], "latency": []}
+    results: dict[str, Any] = {"throughput": [], "sql_writer": [], "latency": []}
     for processes in process_counts:
         for variant in ("ours", "pgpubsub"):
             results["throughput"].append(throughput(variant, processes, changes))
+    for processes in process_counts:
+        for variant in ("ours", "pgpubsub"):
+            results["sql_writer"].append(
+                sql_writer_throughput(variant, processes, sql_writer_seconds)
+            )
     for variant in ("ours", "pgpubsub"):
         results["latency"].append(latency(variant, rate, seconds))
     return results
@@ -185,9 +254,16 @@ def report(results: dict[str, Any]) -> str:
          r.get("p99_ms"), r.get("max_ms")]
         for r in results["latency"]
     ]  # fmt: skip
+    sqlw = [
+        [r["variant"], r.get("processes"), r.get("changes"), r.get("seen"),
+         r.get("writer_per_second"), r.get("events_per_second")]
+        for r in results.get("sql_writer", [])
+    ]  # fmt: skip
     return (
         "Live stream (writer as fast as it can)\n"
         + table(["listener", "processes", "changes", "received", "writer/s", "end-to-end/s"], rows)
+        + "\n\nLive stream, SQL writer (pgbench, 1 client: UPDATE + history INSERT)\n"
+        + table(["listener", "processes", "changes", "received", "writer/s", "end-to-end/s"], sqlw)
         + "\n\nLatency at a fixed offered rate (commit → callback start, ms)\n"
         + table(["listener", "rate/s", "received", "p50", "p95", "p99", "max"], lat)
     )
