@@ -44,3 +44,24 @@ def test_listen_help(manage):
     out = proc.stdout_text()
     for option in ("--channels", "--processes", "--recover", "--sweep-interval"):
         assert option in out
+
+
+def test_listen_logformat_json_writes_one_object_per_line_with_the_fields(manage):
+    import json
+
+    order = OrderFactory(status="json-log")
+    proc = manage("listen", "--logformat", "json")
+    wait_for(lambda: ReceivedEvent.objects.filter(object_id=str(order.pk)).exists())
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(20) == 0
+    lines = [json.loads(line) for line in proc.stderr_text().splitlines() if line.strip()]
+    processed = [
+        line
+        for line in lines
+        if line.get("outcome") == "processed" and line.get("model") == "shop.Order"
+    ]
+    assert len(processed) == 1
+    [line] = processed
+    assert line["channel"] == "testproject.shop.channels.OrderChannel"
+    assert line["history_id"] == str(order.history.get().history_id)
+    assert line["level"] == "INFO" and line["duration_ms"] > 0 and line["attempt"] == 1
