@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any, TextIO
 
+from django.core.management.base import CommandParser
+
 #: Below this many items the bar is not shown unless asked for.
 THRESHOLD = 100
 
@@ -47,3 +49,15 @@ def progress_bar(stream: Any, total: int, verbosity: int, wanted: bool | None) -
     if wanted is None and not (total > THRESHOLD and is_tty(stream)):
         return None
     return Progress(stream, total)
+
+
+def add_progress_arguments(parser: CommandParser, what: str) -> None:
+    """``--progress`` / ``--no-progress`` (default: on a terminal, above the threshold)."""
+    group = parser.add_mutually_exclusive_group()
+    group.add_argument(
+        "--progress",
+        action="store_true",
+        default=None,
+        help=f"Show a progress bar on stderr (default: on a terminal, for >{THRESHOLD} {what}).",
+    )
+    group.add_argument("--no-progress", action="store_false", dest="progress")

@@ -180,13 +180,7 @@ def _record_and_previous(
 def _record_and_previous_sql(history_model: type[models.Model], attname: str) -> str:
     key = (history_model, "+previous:" + attname)
     if key not in _previous_sql_cache:
-        meta = history_model._meta
-        assert meta.pk is not None
-        table = _quote(meta.db_table)
-        columns = {f.attname: str(f.column) for f in meta.concrete_fields}
-        obj = _quote(columns[attname])
-        date = _quote(columns["history_date"])
-        pk = _quote(meta.pk.column)
+        table, obj, date, pk = _sql_names(history_model, attname)
         _previous_sql_cache[key] = (
             f"WITH cur AS (SELECT * FROM {table} WHERE {pk} = %s) "
             "SELECT * FROM cur UNION ALL ("
@@ -195,6 +189,19 @@ def _record_and_previous_sql(history_model: type[models.Model], attname: str) ->
             f"WHERE cur.history_type = '~' ORDER BY p.{date} DESC, p.{pk} DESC LIMIT 1)"
         )
     return _previous_sql_cache[key]
+
+
+def _sql_names(history_model: type[models.Model], attname: str) -> tuple[str, str, str, str]:
+    """Quoted table, object column, history_date column and primary key column."""
+    meta = history_model._meta
+    assert meta.pk is not None
+    columns = {f.attname: str(f.column) for f in meta.concrete_fields}
+    return (
+        _quote(meta.db_table),
+        _quote(columns[attname]),
+        _quote(columns["history_date"]),
+        _quote(meta.pk.column),
+    )
 
 
 def previous_record(record: Any, model: type[models.Model], using: str = "default") -> Any:
@@ -221,13 +228,7 @@ _previous_sql_cache: dict[tuple[type[models.Model], str], str] = {}
 def _previous_sql(history_model: type[models.Model], attname: str) -> str:
     key = (history_model, attname)
     if key not in _previous_sql_cache:
-        meta = history_model._meta
-        assert meta.pk is not None
-        table = _quote(meta.db_table)
-        columns = {f.attname: str(f.column) for f in meta.concrete_fields}
-        obj = _quote(columns[attname])
-        date = _quote(columns["history_date"])
-        pk = _quote(meta.pk.column)
+        table, obj, date, pk = _sql_names(history_model, attname)
         _previous_sql_cache[key] = (
             f"SELECT * FROM {table} WHERE {obj} = %s AND ({date}, {pk}) < (%s, %s) "
             f"ORDER BY {date} DESC, {pk} DESC LIMIT 1"

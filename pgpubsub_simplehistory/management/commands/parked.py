@@ -9,7 +9,7 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from pgpubsub_simplehistory import parking
 from pgpubsub_simplehistory.exceptions import ChannelConfigurationError
-from pgpubsub_simplehistory.progress import progress_bar
+from pgpubsub_simplehistory.progress import add_progress_arguments, progress_bar
 
 
 class Command(BaseCommand):
@@ -37,14 +37,7 @@ class Command(BaseCommand):
             )
             if action != "list":
                 p.add_argument("--all", action="store_true", help="Every parked notification.")
-                progress = p.add_mutually_exclusive_group()
-                progress.add_argument(
-                    "--progress",
-                    action="store_true",
-                    default=None,
-                    help="Show a progress bar on stderr (default: on a terminal, for >100 rows).",
-                )
-                progress.add_argument("--no-progress", action="store_false", dest="progress")
+                add_progress_arguments(p, "rows")
             if action == "purge":
                 p.add_argument(
                     "--noinput",

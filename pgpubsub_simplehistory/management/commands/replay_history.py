@@ -6,7 +6,7 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from pgpubsub_simplehistory.progress import progress_bar
+from pgpubsub_simplehistory.progress import add_progress_arguments, progress_bar
 from pgpubsub_simplehistory.replaying import (
     HISTORY_TYPES,
     ReplayError,
@@ -49,14 +49,7 @@ class Command(BaseCommand):
             "--stop-on-error", action="store_true", help="Stop at the first failing record."
         )
         parser.add_argument("--database", default="default", help="Database alias.")
-        progress = parser.add_mutually_exclusive_group()
-        progress.add_argument(
-            "--progress",
-            action="store_true",
-            default=None,
-            help="Show a progress bar on stderr (default: on a terminal, for >100 records).",
-        )
-        progress.add_argument("--no-progress", action="store_false", dest="progress")
+        add_progress_arguments(parser, "records")
 
     def handle(self, *args: Any, **options: Any) -> None:
         try:
