@@ -60,13 +60,13 @@ def tests(session: nox.Session, django: str, driver: str) -> None:
 DJANGOS = {
     "4.2": "Django>=4.2,<5.0",
     "5.2": "Django>=5.2,<6.0",
-    "6.0": "Django>=6.0,<7.0",
+    "6.x": "Django>=6.0,<7.0",
 }
 MATRIX = [
     (python, django, driver)
     for python in ("3.10", "3.11", "3.12", "3.13")
     for django in DJANGOS
-    if not (django == "6.0" and python in ("3.10", "3.11"))  # Django 6 needs Python 3.12+
+    if not (django == "6.x" and python in ("3.10", "3.11"))  # Django 6 needs Python 3.12+
     if not (django == "4.2" and python == "3.13")  # Django 4.2 supports Python up to 3.12
     for driver in ("psycopg2", "psycopg3")
 ]
