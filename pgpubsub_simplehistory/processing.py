@@ -65,6 +65,13 @@ class Settlement:
     duration: float
     error: BaseException | None = None
 
+    def where(self) -> str:
+        """Which notification, for log lines."""
+        text = f"channel {self.channel.name()} model {self.model} history_id={self.history_id}"
+        if self.notification_id is not None:
+            text += f" (notification {self.notification_id}, attempt {self.attempt})"
+        return text
+
     def log_fields(self) -> dict[str, Any]:
         """The ``extra`` of the log line: structured fields for JSON log formatters."""
         return {
@@ -147,14 +154,6 @@ def claim(
     return list(Notification.objects.raw(CLAIM_SQL, [names, blocking, limit], using=using))
 
 
-def claim_next(
-    channels: Sequence[type[HistoryTriggerChannel]], using: str = "default"
-) -> Notification | None:
-    """Lock and return the next notification to process (see :func:`claim`)."""
-    claimed = claim(channels, using, 1)
-    return claimed[0] if claimed else None
-
-
 def process_batch(
     channels: Sequence[type[HistoryTriggerChannel]],
     using: str = "default",
@@ -188,14 +187,6 @@ def process_batch(
                 cursor.execute(f"DELETE FROM {_TABLE} WHERE id = ANY(%s)", [done])
     emit(settlements)
     return counts
-
-
-def process_next(
-    channels: Sequence[type[HistoryTriggerChannel]], using: str = "default"
-) -> Outcome | None:
-    """Claim and process one stored notification; None when nothing is available."""
-    counts = process_batch(channels, using, limit=1)
-    return next((outcome for outcome, n in counts.items() if n), None)
 
 
 def drain(
@@ -272,42 +263,41 @@ def _process_row(
         duration=time.perf_counter() - started,
         error=error,
     )
-    _log(settled, row)
+    _log(settled, row.available_at)
     return settled
 
 
-def _log(settled: Settlement, row: Notification) -> None:
-    where = (
-        f"channel {settled.channel.name()} model {settled.model} "
-        f"history_id={settled.history_id} (notification {settled.notification_id}, "
-        f"attempt {settled.attempt})"
-    )
+def _log(settled: Settlement, retry_at: datetime.datetime | None = None) -> None:
+    """One line per settled notification, with its structured fields."""
     if settled.outcome is Outcome.PROCESSED:
         if logger.isEnabledFor(logging.INFO):  # the hot path: build the line only when logged
             logger.info(
                 "processed %s type=%s in %.1f ms",
-                where,
+                settled.where(),
                 settled.history_type,
                 settled.duration * 1000,
                 extra=settled.log_fields(),
             )
     elif isinstance(settled.error, PgpubsubSimplehistoryError):
+        parked = "; parked" if settled.outcome is Outcome.PARKED else ""
         logger.error(
-            "cannot process %s: %s; parked", where, settled.error, extra=settled.log_fields()
-        )
-    elif settled.outcome is Outcome.PARKED:
-        logger.error(
-            "listener failed for %s; parked after %d attempts",
-            where,
-            settled.attempt,
-            exc_info=settled.error,
+            "cannot process %s: %s%s",
+            settled.where(),
+            settled.error,
+            parked,
             extra=settled.log_fields(),
         )
     else:
+        if settled.outcome is Outcome.PARKED:
+            what = f"parked after {settled.attempt} attempts"
+        elif settled.outcome is Outcome.RETRY:
+            what = f"rolled back, retry at {retry_at}"
+        else:
+            what = "its changes were rolled back"
         logger.error(
-            "listener failed for %s; rolled back, retry at %s",
-            where,
-            row.available_at,
+            "listener failed for %s; %s",
+            settled.where(),
+            what,
             exc_info=settled.error,
             extra=settled.log_fields(),
         )
@@ -371,7 +361,6 @@ def handle_notify(
             extra={"channel": channel.name(), "outcome": Outcome.FAILED.value},
         )
         return Outcome.FAILED
-    where = f"channel {channel.name()} model {parsed.model_label} history_id={parsed.history_id!r}"
     error: BaseException | None = None
     try:
         with transaction.atomic(using=using):
@@ -389,17 +378,7 @@ def handle_notify(
         duration=time.perf_counter() - started,
         error=error,
     )
-    if isinstance(error, PgpubsubSimplehistoryError):
-        logger.error("cannot process %s: %s", where, error, extra=settled.log_fields())
-    elif error is not None:
-        logger.error(
-            "listener failed for %s; its changes were rolled back",
-            where,
-            exc_info=error,
-            extra=settled.log_fields(),
-        )
-    else:
-        logger.info("processed %s type=%s", where, parsed.history_type, extra=settled.log_fields())
+    _log(settled)
     emit([settled])
     return settled.outcome
 

@@ -95,7 +95,7 @@ def test_per_object_order_holds_while_an_earlier_change_waits_for_retry(transact
     """A later change of X is not claimed while an earlier one waits for its retry."""
     from django.db import transaction
 
-    from pgpubsub_simplehistory.processing import claim_next
+    from pgpubsub_simplehistory.processing import claim
 
     order = OrderFactory(status="explode")
     order.status = "after"
@@ -106,8 +106,8 @@ def test_per_object_order_holds_while_an_earlier_change_waits_for_retry(transact
         attempts=1, available_at=first.available_at.replace(year=2999)
     )
     with transaction.atomic():
-        claimed = claim_next([OrderChannel])
-    assert claimed is not None and claimed.object_key == str(other.pk)
+        [claimed] = claim([OrderChannel])
+    assert claimed.object_key == str(other.pk)
 
 
 def test_parked_list_retry_purge_commands(quick_listener):
