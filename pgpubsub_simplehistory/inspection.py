@@ -5,12 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from ._pgpubsub import channel_by_listen_name
-from .channel import is_history_channel
 from .exceptions import PgpubsubSimplehistoryError
 from .models import Notification
-from .payload import HistoryPayload
-from .resolution import previous_record, resolve, to_instance
+from .resolution import previous_record, resolve_stored, to_instance
 
 
 @dataclass(frozen=True)
@@ -42,19 +39,19 @@ def inspect_notification(notification: Notification) -> Inspection:
     of the object, the notified record, and the live row (empty when it no longer exists).
     """
     using = notification._state.db or "default"
-    channel = channel_by_listen_name(notification.channel)
-    if channel is None or not is_history_channel(channel):
-        return Inspection(error=f"channel {notification.channel!r} is not a history channel")
     try:
-        payload = HistoryPayload.parse(notification.as_payload())
-        change = resolve(channel, payload, using=using)
+        change = resolve_stored(notification)
     except PgpubsubSimplehistoryError as exc:
         return Inspection(error=str(exc))
-    model = channel.tracked_model()
+    model = change.channel.tracked_model()
     record = change.history
-    previous = previous_record(record, model, using)
-    before = to_instance(previous, model, using) if previous is not None else None
-    now = to_instance(record, model, using)
+    if record.history_type == "~":  # resolve already loaded the previous record
+        before, now = change.old, change.new
+    else:
+        previous = previous_record(record, model, using)
+        before = to_instance(previous, model, using) if previous is not None else None
+        now = change.new if change.new is not None else change.old  # '-': the deleted state
+    assert now is not None
     current = change.event.current()
     history = [
         ("history_id", record.pk),

@@ -22,13 +22,11 @@ from django.utils import timezone
 from django.utils.dateparse import parse_date, parse_datetime
 from pgpubsub.channel import locate_channel
 
-from ._pgpubsub import channel_by_listen_name
 from .channel import HistoryTriggerChannel, is_history_channel
 from .exceptions import PgpubsubSimplehistoryError
 from .history_models import history_model_of
 from .models import Notification
-from .payload import HistoryPayload
-from .resolution import object_attname, resolve, resolve_record
+from .resolution import object_attname, resolve_record, resolve_stored
 from .subscribe import Subscription, history_channels
 
 logger = logging.getLogger("pgpubsub_simplehistory")
@@ -214,7 +212,7 @@ def _replay_one(plan: ReplayPlan, record: Any, item: ReplayItem, result: ReplayR
     return "replayed"
 
 
-def replay_notification(notification: Notification, using: str | None = None) -> None:
+def replay_notification(notification: Notification) -> None:
     """Run the listeners of a stored notification's channel again for its historical record.
 
     In one transaction, ``event.replayed`` True; the stored notification itself is untouched.
@@ -223,13 +221,8 @@ def replay_notification(notification: Notification, using: str | None = None) ->
     """
     from .processing import dispatch
 
-    db = using or notification._state.db or "default"
-    channel = channel_by_listen_name(notification.channel)
-    if channel is None or not is_history_channel(channel):
-        raise ReplayError(f"channel {notification.channel!r} is not a subscribed history channel")
-    payload = HistoryPayload.parse(notification.as_payload())
-    with transaction.atomic(using=db):
-        dispatch(resolve(channel, payload, using=db, replayed=True))
+    with transaction.atomic(using=notification._state.db or "default"):
+        dispatch(resolve_stored(notification, replayed=True))
 
 
 def _model(model: str | type[models.Model]) -> type[models.Model]:

@@ -14,8 +14,16 @@ from django.apps import apps
 from django.core.exceptions import ValidationError
 from django.db import models
 
+from ._pgpubsub import channel_by_listen_name
+from .channel import is_history_channel
 from .event import HistoryEvent, migration_id_as_of
-from .exceptions import InvalidPayload, MissingHistoryRecord, UnknownModel
+from .exceptions import (
+    ChannelConfigurationError,
+    InvalidPayload,
+    MissingHistoryRecord,
+    UnknownModel,
+)
+from .models import Notification
 from .payload import HistoryPayload
 
 if TYPE_CHECKING:
@@ -82,6 +90,22 @@ def resolve(
         replayed=replayed,
         previous=previous,
     )
+
+
+def resolve_stored(notification: Notification, *, replayed: bool = False) -> ResolvedChange:
+    """Resolve a stored notification, on the database it was loaded from.
+
+    Raises:
+        ChannelConfigurationError: its channel is not a history channel of this process.
+        The errors of :func:`resolve`.
+    """
+    channel = channel_by_listen_name(notification.channel)
+    if channel is None or not is_history_channel(channel):
+        raise ChannelConfigurationError(
+            f"channel {notification.channel!r} is not a subscribed history channel"
+        )
+    payload = HistoryPayload.parse(notification.as_payload())
+    return resolve(channel, payload, using=notification._state.db or "default", replayed=replayed)
 
 
 _UNKNOWN: Any = object()
