@@ -60,6 +60,12 @@ def channel_by_listen_name(name: str) -> type[BaseChannel] | None:
     return found
 
 
+def channel_label(name: str) -> str:
+    """The dotted class name of the channel listening on ``name``, else ``name`` itself."""
+    channel = channel_by_listen_name(name)
+    return channel.name() if channel is not None else name
+
+
 class _NoPollWrapper:
     """Stands in for django-pgpubsub's ConnectionWrapper: our loop drains NOTIFYs itself."""
 

@@ -19,7 +19,7 @@ from django.utils import timezone
 from django.utils.translation import ngettext
 
 from . import parking
-from ._pgpubsub import channel_by_listen_name
+from ._pgpubsub import channel_label
 from .inspection import inspect_notification
 from .models import Notification, State
 from .replaying import replay_notification
@@ -38,7 +38,7 @@ class ChannelFilter(admin.SimpleListFilter):
 
     def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
         names = model_admin.get_queryset(request).values_list("channel", flat=True).distinct()
-        return [(name, _channel_label(name)) for name in sorted(names)]
+        return [(name, channel_label(name)) for name in sorted(names)]
 
     def queryset(self, request: HttpRequest, queryset: QuerySet[Any]) -> QuerySet[Any] | None:
         value = self.value()
@@ -58,11 +58,6 @@ class AgeFilter(admin.SimpleListFilter):
             return queryset
         older: QuerySet[Any] = queryset.filter(created_at__lte=timezone.now() - _AGES[value][1])
         return older
-
-
-def _channel_label(listen_name: str) -> str:
-    channel = channel_by_listen_name(listen_name)
-    return channel.name() if channel is not None else listen_name
 
 
 if TYPE_CHECKING:
@@ -118,7 +113,7 @@ class NotificationAdmin(_ModelAdmin):
 
     @admin.display(description="channel", ordering="channel")
     def channel_name(self, obj: Notification) -> str:
-        return _channel_label(obj.channel)
+        return channel_label(obj.channel)
 
     @admin.display(description="last error")
     def error(self, obj: Notification) -> str:

@@ -60,9 +60,8 @@ def check_health(
         usage = float(cursor.fetchone()[0])
     channels = []
     for name, pending, parked, oldest in rows:
-        channel = _pgpubsub.channel_by_listen_name(name)
         channels.append(
-            ChannelHealth(channel.name() if channel else name, int(pending), int(parked), oldest)
+            ChannelHealth(_pgpubsub.channel_label(name), int(pending), int(parked), oldest)
         )
     problems = []
     for ch in channels:
