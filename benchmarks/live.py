@@ -12,7 +12,6 @@ import signal
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from typing import Any
 
@@ -66,6 +65,22 @@ def _model(variant: str) -> Any:
     return OursItem if variant == "ours" else PubsubItem
 
 
+def _fresh_objects(variant: str, prefix: str) -> Any:
+    """100 fresh rows of the variant's model, empty history and queues; the model."""
+    model = _model(variant)
+    model.objects.all().delete()
+    model.objects.bulk_create([model(name=f"{prefix}{i}") for i in range(100)])
+    _reset()
+    return model
+
+
+def _events_per_second(variant: str, seen: int, first: float) -> float:
+    """Events seen divided by the time from ``first`` to the last callback start."""
+    last = sql("SELECT max(started) FROM bench_seen WHERE variant = %s", [variant])[0][0]
+    duration = (last or time.time()) - first
+    return seen / duration if duration > 0 else 0.0
+
+
 def _reset() -> None:
     sql(
         "TRUNCATE bench_seen, pgpubsub_simplehistory_notification, pgpubsub_notification, "
@@ -103,10 +118,7 @@ def _wait_seen(variant: str, changes: int, timeout: float) -> int:
 
 
 def throughput(variant: str, processes: int, changes: int) -> dict[str, Any]:
-    model = _model(variant)
-    model.objects.all().delete()
-    model.objects.bulk_create([model(name=f"live{i}") for i in range(100)])
-    _reset()
+    _fresh_objects(variant, "live")
     procs = _listeners(variant, processes)
     try:
         first = time.time()
@@ -115,15 +127,13 @@ def throughput(variant: str, processes: int, changes: int) -> dict[str, Any]:
         seen = _wait_seen(variant, changes, timeout=max(60.0, changes / 50))
     finally:
         _stop(procs)
-    last = sql("SELECT max(started) FROM bench_seen WHERE variant = %s", [variant])[0][0]
-    duration = (last or time.time()) - first
     return {
         "variant": variant,
         "processes": processes,
         "changes": changes,
         "seen": seen,
         "writer_per_second": len(committed) / writer_seconds,
-        "events_per_second": seen / duration if duration > 0 else 0.0,
+        "events_per_second": _events_per_second(variant, seen, first),
     }
 
 
@@ -141,39 +151,26 @@ def sql_writer_throughput(
 ) -> dict[str, Any]:
     """Listeners against a writer as fast as the database allows: pgbench doing, per
     transaction, the SQL of a tracked save (UPDATE the row, INSERT its historical record)."""
-    from .pgbench import _pgbench
+    from .pgbench import _pgbench, run_script
 
     binary = _pgbench()
     if binary is None:
         return {"variant": variant, "error": "pgbench not found"}
-    model = _model(variant)
-    model.objects.all().delete()
-    model.objects.bulk_create([model(name=f"sqlw{i}") for i in range(100)])
+    model = _fresh_objects(variant, "sqlw")
     ids = list(model.objects.values_list("pk", flat=True))
-    _reset()
-    history = model.history.model._meta.db_table  # type: ignore[attr-defined]
+    history = model.history.model._meta.db_table
     script = _SQL_WRITER.format(
         low=min(ids), high=max(ids), table=model._meta.db_table, history=history
     )
-    with tempfile.NamedTemporaryFile("w", suffix=".sql", delete=False) as f:
-        f.write(script)
-    os.chmod(f.name, 0o644)
     procs = _listeners(variant, processes)
     try:
         first = time.time()
-        out = subprocess.run(
-            [binary, "-n", "-f", f.name, "-T", str(seconds), "-c", str(clients),
-             "-j", str(clients), os.environ["DATABASE_URL"]],
-            check=True, capture_output=True, text=True,
-        )  # fmt: skip
+        out = run_script(binary, script, seconds, clients)
         writer_seconds = time.time() - first
         written = sql(f"SELECT count(*) FROM {history}")[0][0]
         seen = _wait_seen(variant, written, timeout=max(120.0, written / 50))
     finally:
         _stop(procs)
-        os.unlink(f.name)
-    last = sql("SELECT max(started) FROM bench_seen WHERE variant = %s", [variant])[0][0]
-    duration = (last or time.time()) - first
     return {
         "variant": variant,
         "processes": processes,
@@ -181,16 +178,13 @@ def sql_writer_throughput(
         "changes": written,
         "seen": seen,
         "writer_per_second": written / writer_seconds,
-        "events_per_second": seen / duration if duration > 0 else 0.0,
-        "pgbench_output": out.stdout[-400:],
+        "events_per_second": _events_per_second(variant, seen, first),
+        "pgbench_output": out[-400:],
     }
 
 
 def latency(variant: str, rate: float, seconds: float) -> dict[str, Any]:
-    model = _model(variant)
-    model.objects.all().delete()
-    model.objects.bulk_create([model(name=f"lat{i}") for i in range(100)])
-    _reset()
+    _fresh_objects(variant, "lat")
     changes = int(rate * seconds)
     procs = _listeners(variant, 1)
     try:

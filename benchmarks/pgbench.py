@@ -36,6 +36,21 @@ def _pgbench() -> str | None:
         return None
 
 
+def run_script(binary: str, script: str, seconds: int, clients: int) -> str:
+    """Run pgbench with ``script`` for ``seconds`` on ``clients`` connections; its output."""
+    with tempfile.NamedTemporaryFile("w", suffix=".sql", delete=False) as f:
+        f.write(script)
+    os.chmod(f.name, 0o644)  # pgbench may run as another user (a private cluster under root)
+    try:
+        return subprocess.run(
+            [binary, "-n", "-f", f.name, "-T", str(seconds), "-c", str(clients),
+             "-j", str(clients), os.environ["DATABASE_URL"]],
+            check=True, capture_output=True, text=True,
+        ).stdout  # fmt: skip
+    finally:
+        os.unlink(f.name)
+
+
 def run(seconds: int, clients: list[int]) -> dict[str, Any]:
     from testproject.bench.models import PlainItem
 
@@ -44,21 +59,11 @@ def run(seconds: int, clients: list[int]) -> dict[str, Any]:
         return {"error": "pgbench not found"}
     sql("TRUNCATE bench_plainitem RESTART IDENTITY")
     PlainItem.objects.bulk_create([PlainItem(name=f"p{i}") for i in range(1000)])
-    with tempfile.NamedTemporaryFile("w", suffix=".sql", delete=False) as script:
-        script.write(SCRIPT)
-    os.chmod(script.name, 0o644)
     results: dict[str, Any] = {"binary": binary, "runs": []}
-    try:
-        for n in clients:
-            out = subprocess.run(
-                [binary, "-n", "-f", script.name, "-T", str(seconds), "-c", str(n),
-                 "-j", str(n), os.environ["DATABASE_URL"]],
-                check=True, capture_output=True, text=True,
-            )  # fmt: skip
-            match = re.search(r"tps = ([\d.]+)", out.stdout)
-            results["runs"].append({"clients": n, "tps": float(match.group(1)) if match else None})
-    finally:
-        os.unlink(script.name)
+    for n in clients:
+        out = run_script(binary, SCRIPT, seconds, n)
+        match = re.search(r"tps = ([\d.]+)", out)
+        results["runs"].append({"clients": n, "tps": float(match.group(1)) if match else None})
     return results
 
 
