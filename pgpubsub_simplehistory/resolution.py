@@ -7,6 +7,7 @@ pointer written before a migration resolves to an instance of the model as it is
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -201,18 +202,16 @@ def _record_and_previous(
     return record, previous
 
 
+@functools.cache
 def _record_and_previous_sql(history_model: type[models.Model], attname: str) -> str:
-    key = (history_model, "+previous:" + attname)
-    if key not in _previous_sql_cache:
-        table, obj, date, pk = _sql_names(history_model, attname)
-        _previous_sql_cache[key] = (
-            f"WITH cur AS (SELECT * FROM {table} WHERE {pk} = %s) "
-            "SELECT * FROM cur UNION ALL ("
-            f"SELECT p.* FROM {table} p JOIN cur ON p.{obj} = cur.{obj} "
-            f"AND (p.{date}, p.{pk}) < (cur.{date}, cur.{pk}) "
-            f"WHERE cur.history_type = '~' ORDER BY p.{date} DESC, p.{pk} DESC LIMIT 1)"
-        )
-    return _previous_sql_cache[key]
+    table, obj, date, pk = _sql_names(history_model, attname)
+    return (
+        f"WITH cur AS (SELECT * FROM {table} WHERE {pk} = %s) "
+        "SELECT * FROM cur UNION ALL ("
+        f"SELECT p.* FROM {table} p JOIN cur ON p.{obj} = cur.{obj} "
+        f"AND (p.{date}, p.{pk}) < (cur.{date}, cur.{pk}) "
+        f"WHERE cur.history_type = '~' ORDER BY p.{date} DESC, p.{pk} DESC LIMIT 1)"
+    )
 
 
 def _sql_names(history_model: type[models.Model], attname: str) -> tuple[str, str, str, str]:
@@ -234,7 +233,7 @@ def previous_record(record: Any, model: type[models.Model], using: str = "defaul
     Unlike simple-history's ``prev_record`` this does not skip records that share a timestamp.
     One indexed query (the object column is indexed by simple-history), compared as a row value.
     """
-    history_model = type(record)
+    history_model: type[models.Model] = type(record)
     attname = object_attname(history_model, model)
     found = list(
         history_model._default_manager.raw(
@@ -246,18 +245,13 @@ def previous_record(record: Any, model: type[models.Model], using: str = "defaul
     return found[0] if found else None
 
 
-_previous_sql_cache: dict[tuple[type[models.Model], str], str] = {}
-
-
+@functools.cache
 def _previous_sql(history_model: type[models.Model], attname: str) -> str:
-    key = (history_model, attname)
-    if key not in _previous_sql_cache:
-        table, obj, date, pk = _sql_names(history_model, attname)
-        _previous_sql_cache[key] = (
-            f"SELECT * FROM {table} WHERE {obj} = %s AND ({date}, {pk}) < (%s, %s) "
-            f"ORDER BY {date} DESC, {pk} DESC LIMIT 1"
-        )
-    return _previous_sql_cache[key]
+    table, obj, date, pk = _sql_names(history_model, attname)
+    return (
+        f"SELECT * FROM {table} WHERE {obj} = %s AND ({date}, {pk}) < (%s, %s) "
+        f"ORDER BY {date} DESC, {pk} DESC LIMIT 1"
+    )
 
 
 def _quote(name: str) -> str:
