@@ -34,6 +34,7 @@ from django.db import DatabaseError, connections, transaction
 from django.utils import timezone
 
 from . import _pgpubsub, signals
+from ._fetch import fetch_instances
 from .channel import HistoryTriggerChannel, is_history_channel
 from .exceptions import PgpubsubSimplehistoryError
 from .models import Notification, State
@@ -151,7 +152,20 @@ def claim(
     """
     names = [c.listen_safe_name() for c in channels]
     blocking = [c.listen_safe_name() for c in channels if c.parked_blocks_object]
-    return list(Notification.objects.raw(CLAIM_SQL, [names, blocking, limit], using=using))
+    return fetch_instances(Notification, CLAIM_SQL, [names, blocking, limit], using)
+
+
+@dataclass
+class Batch:
+    """What one :func:`process_batch` call did."""
+
+    counts: dict[Outcome, int]
+    #: The last claim found nothing more to do: the queue is drained for now.
+    exhausted: bool = False
+
+    @property
+    def handled(self) -> int:
+        return sum(self.counts.values())
 
 
 def process_batch(
@@ -159,34 +173,46 @@ def process_batch(
     using: str = "default",
     limit: int | None = None,
     should_stop: Any = None,
-) -> dict[Outcome, int]:
-    """Claim up to ``limit`` notifications and process them in one transaction.
+) -> Batch:
+    """Claim and process up to ``limit`` notifications in one transaction.
 
     Each notification's listeners run in their own savepoint; a failing one is settled (retry or
     park) in the same transaction and the others proceed; one commit makes every success and
-    every settlement durable at once. Returns the outcomes (all zero: nothing was available).
+    every settlement durable at once. After the claimed rows the transaction claims again
+    (a processed row may have released a later notification of its object, and new ones may
+    have arrived) until a claim comes back empty, ``limit`` rows were handled, the batch ran
+    ``BATCH_SECONDS`` or ``should_stop()``: draining a queue that holds one notification takes
+    one transaction, not two.
     """
     by_name = {c.listen_safe_name(): c for c in channels}
-    counts = {outcome: 0 for outcome in Outcome}
+    batch = Batch({outcome: 0 for outcome in Outcome})
     settlements: list[Settlement] = []
+    remaining = limit or batch_size()
     with transaction.atomic(using=using):
-        rows = claim(channels, using, limit or batch_size())
-        records = _preload(rows, by_name, using)
         deadline = time.monotonic() + BATCH_SECONDS
-        done: list[int] = []
-        for i, row in enumerate(rows):
-            if i and (time.monotonic() > deadline or (should_stop and should_stop())):
-                break  # the rest is released, untouched, by the commit
-            settled = _process_row(by_name[row.channel], row, using, records.get(row.channel))
-            settlements.append(settled)
-            counts[settled.outcome] += 1
-            if settled.outcome is Outcome.PROCESSED:
-                done.append(row.pk)
-        if done:
-            with connections[using].cursor() as cursor:
-                cursor.execute(f"DELETE FROM {_TABLE} WHERE id = ANY(%s)", [done])
+        stopped = False
+        while remaining > 0 and not stopped:
+            rows = claim(channels, using, remaining)
+            if not rows:
+                batch.exhausted = True
+                break
+            records = _preload(rows, by_name, using)
+            done: list[int] = []
+            for row in rows:
+                if settlements and (time.monotonic() > deadline or (should_stop and should_stop())):
+                    stopped = True  # the rest is released, untouched, by the commit
+                    break
+                settled = _process_row(by_name[row.channel], row, using, records.get(row.channel))
+                settlements.append(settled)
+                batch.counts[settled.outcome] += 1
+                remaining -= 1
+                if settled.outcome is Outcome.PROCESSED:
+                    done.append(row.pk)
+            if done:
+                with connections[using].cursor() as cursor:
+                    cursor.execute(f"DELETE FROM {_TABLE} WHERE id = ANY(%s)", [done])
     emit(settlements)
-    return counts
+    return batch
 
 
 def drain(
@@ -203,12 +229,11 @@ def drain(
             break
         size = batch_size() if limit is None else min(batch_size(), limit - done)
         batch = process_batch(channels, using, size, should_stop)
-        processed = sum(batch.values())
-        if not processed:
-            break
-        for outcome, n in batch.items():
+        for outcome, n in batch.counts.items():
             counts[outcome] += n
-        done += processed
+        done += batch.handled
+        if batch.exhausted or not batch.handled:
+            break
     return counts
 
 

@@ -15,6 +15,7 @@ from django.apps import apps
 from django.core.exceptions import ValidationError
 from django.db import models
 
+from ._fetch import fetch_instances
 from ._pgpubsub import channel_by_listen_name
 from .channel import is_history_channel
 from .event import HistoryEvent, migration_id_as_of
@@ -190,10 +191,8 @@ def _record_and_previous(
     """
     model = channel.tracked_model()
     attname = object_attname(history_model, model)
-    rows = list(
-        history_model._default_manager.raw(
-            _record_and_previous_sql(history_model, attname), [history_id], using=using
-        )
+    rows: list[Any] = fetch_instances(
+        history_model, _record_and_previous_sql(history_model, attname), [history_id], using
     )
     record = next((row for row in rows if row.pk == history_id), None)
     if record is None or record.history_type != "~":
@@ -235,12 +234,11 @@ def previous_record(record: Any, model: type[models.Model], using: str = "defaul
     """
     history_model: type[models.Model] = type(record)
     attname = object_attname(history_model, model)
-    found = list(
-        history_model._default_manager.raw(
-            _previous_sql(history_model, attname),
-            [getattr(record, attname), record.history_date, record.pk],
-            using=using,
-        )
+    found = fetch_instances(
+        history_model,
+        _previous_sql(history_model, attname),
+        [getattr(record, attname), record.history_date, record.pk],
+        using,
     )
     return found[0] if found else None
 

@@ -110,6 +110,30 @@ def test_per_object_order_holds_while_an_earlier_change_waits_for_retry(transact
     assert claimed.object_key == str(other.pk)
 
 
+def test_one_batch_claims_again_after_a_processed_change_releases_the_next(transactional_db):
+    """Three changes of one object: each claim can take only the oldest; the batch claims again
+    inside its transaction until a claim comes back empty, so one call drains all three, in
+    order, and reports the queue exhausted."""
+    from pgpubsub_simplehistory.processing import Outcome, process_batch
+
+    order = OrderFactory(status="one")
+    for status in ("two", "three"):
+        order.status = status
+        order.save()
+    batch = process_batch([OrderChannel], limit=10)
+    assert batch.counts[Outcome.PROCESSED] == 3
+    assert batch.exhausted
+    assert [e.new["status"] for e in saved(order)] == ["one", "two", "three"]
+    assert not Notification.objects.exists()
+
+    order.status = "four"
+    order.save()
+    order.status = "five"
+    order.save()
+    limited = process_batch([OrderChannel], limit=1)  # the limit ends the batch, not the queue
+    assert (limited.handled, limited.exhausted) == (1, False)
+
+
 def test_parked_list_retry_purge_commands(quick_listener):
     bad = OrderFactory(status="explode")
     quick_listener.drain(quiet=0.5)
