@@ -26,6 +26,19 @@ _plans: dict[tuple[type[models.Model], tuple[str, ...], str], _Plan] = {}
 
 def fetch_instances(model: type[M], sql: str, params: Sequence[Any], using: str) -> list[M]:
     """Run ``sql`` on database ``using`` and build one ``model`` instance per row."""
+    return [instance for _, instance in _fetch(model, sql, params, using, None)]
+
+
+def fetch_tagged(
+    model: type[M], sql: str, params: Sequence[Any], using: str, tag: str
+) -> list[tuple[Any, M]]:
+    """Like :func:`fetch_instances`, each instance paired with the value of column ``tag``."""
+    return _fetch(model, sql, params, using, tag)
+
+
+def _fetch(
+    model: type[M], sql: str, params: Sequence[Any], using: str, tag: str | None
+) -> list[tuple[Any, M]]:
     connection = connections[using]
     with connection.cursor() as cursor:
         cursor.execute(sql, params)
@@ -38,7 +51,8 @@ def fetch_instances(model: type[M], sql: str, params: Sequence[Any], using: str)
     if plan is None:
         plan = _plans[key] = _plan(model, columns, connection)
     indexes, attnames, converters = plan
-    instances = []
+    tag_index = columns.index(tag) if tag is not None else None
+    fetched = []
     for row in rows:
         values = [row[i] for i in indexes]
         for position, expression, functions in converters:
@@ -46,8 +60,9 @@ def fetch_instances(model: type[M], sql: str, params: Sequence[Any], using: str)
             for function in functions:
                 value = function(value, expression, connection)
             values[position] = value
-        instances.append(model.from_db(using, attnames, values))
-    return instances
+        tagged = row[tag_index] if tag_index is not None else None
+        fetched.append((tagged, model.from_db(using, attnames, values)))
+    return fetched
 
 
 def _plan(model: type[models.Model], columns: tuple[str, ...], connection: Any) -> _Plan:

@@ -39,7 +39,7 @@ from .channel import HistoryTriggerChannel, is_history_channel
 from .exceptions import PgpubsubSimplehistoryError
 from .models import Notification, State
 from .payload import HistoryPayload
-from .resolution import ResolvedChange, load_records, resolve
+from .resolution import LoadedRecords, ResolvedChange, load_records, resolve
 
 logger = logging.getLogger("pgpubsub_simplehistory")
 
@@ -239,8 +239,9 @@ def drain(
 
 def _preload(
     rows: list[Notification], by_name: dict[str, type[HistoryTriggerChannel]], using: str
-) -> dict[str, dict[Any, Any]]:
-    """Historical records of a batch by channel, one query per channel (for several rows)."""
+) -> dict[str, LoadedRecords]:
+    """Historical records of a batch (with the previous record of each update), by channel:
+    one query per channel (for several rows)."""
     if len(rows) < 2:
         return {}
     ids: dict[str, list[str]] = {}
@@ -255,7 +256,7 @@ def _process_row(
     channel: type[HistoryTriggerChannel],
     row: Notification,
     using: str,
-    records: dict[Any, Any] | None = None,
+    loaded: LoadedRecords | None = None,
 ) -> Settlement:
     """Run the listeners of one claimed row in a savepoint; settle a failure on the row.
 
@@ -267,7 +268,13 @@ def _process_row(
     try:
         with transaction.atomic(using=using):
             payload = HistoryPayload.parse(row.as_payload())
-            change = resolve(channel, payload, using=using, records=records)
+            change = resolve(
+                channel,
+                payload,
+                using=using,
+                records=loaded.records if loaded else None,
+                previous=loaded.previous if loaded else None,
+            )
             dispatch(change)
     except PgpubsubSimplehistoryError as exc:
         _ensure_connection_usable(using)

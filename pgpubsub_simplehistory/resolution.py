@@ -8,6 +8,7 @@ pointer written before a migration resolves to an instance of the model as it is
 from __future__ import annotations
 
 import functools
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -15,7 +16,7 @@ from django.apps import apps
 from django.core.exceptions import ValidationError
 from django.db import models
 
-from ._fetch import fetch_instances
+from ._fetch import fetch_instances, fetch_tagged
 from ._pgpubsub import channel_by_listen_name
 from .channel import is_history_channel
 from .event import HistoryEvent, migration_id_as_of
@@ -54,10 +55,13 @@ def resolve(
     using: str = "default",
     replayed: bool = False,
     records: dict[Any, Any] | None = None,
+    previous: dict[Any, Any] | None = None,
 ) -> ResolvedChange:
     """Load the historical record a payload points at and build the change from it.
 
-    ``records`` may hold records already loaded (by primary key), to save a query per change.
+    ``records`` may hold records already loaded (by primary key), to save a query per change;
+    ``previous`` the record before each of them, by the later record's primary key (``None``:
+    there is none), as the listener preloads them for a batch.
 
     Raises:
         UnknownModel: the payload's app is not installed.
@@ -73,9 +77,11 @@ def resolve(
             f"{history_model._meta.label} (channel {channel.name()})"
         ) from None
     record = records.get(history_id) if records else None
-    previous: Any = _UNKNOWN
+    before: Any = previous.get(history_id, _UNKNOWN) if previous else _UNKNOWN
     if record is None:
-        record, previous = _record_and_previous(channel, history_model, history_id, using)
+        loaded = load_records(channel, [history_id], using)
+        record = loaded.records.get(history_id)
+        before = loaded.previous.get(history_id, _UNKNOWN)
     if record is None:
         raise MissingHistoryRecord(
             f"{history_model._meta.label} history_id={history_id} (channel {channel.name()}, "
@@ -90,7 +96,7 @@ def resolve(
         context=payload.context,
         notification_id=payload.notification_id,
         replayed=replayed,
-        previous=previous,
+        previous=before,
     )
 
 
@@ -161,10 +167,22 @@ def resolve_record(
     return ResolvedChange(channel=channel, old=old, new=new, history=record, event=event)
 
 
+@dataclass(frozen=True)
+class LoadedRecords:
+    """Historical records loaded together (see :func:`load_records`)."""
+
+    #: The records, by primary key.
+    records: dict[Any, Any]
+    #: For each update among them, by its primary key: the object's record before it (``None``
+    #: when there is none).
+    previous: dict[Any, Any]
+
+
 def load_records(
-    channel: type[HistoryTriggerChannel], history_ids: list[Any], using: str = "default"
-) -> dict[Any, Any]:
-    """The channel's historical records with these ids (malformed or missing ones are absent)."""
+    channel: type[HistoryTriggerChannel], history_ids: Sequence[Any], using: str = "default"
+) -> LoadedRecords:
+    """The channel's historical records with these ids (malformed or missing ones are absent)
+    and, for each update among them, the object's record before it: one query."""
     history_model = channel.history_model()
     pk = history_model._meta.pk
     assert pk is not None
@@ -174,42 +192,37 @@ def load_records(
             ids.append(pk.to_python(value))
         except ValidationError:
             continue
-    queryset = history_model._default_manager.using(using).filter(pk__in=ids).order_by()
-    return {record.pk: record for record in queryset}
-
-
-def _record_and_previous(
-    channel: type[HistoryTriggerChannel],
-    history_model: type[models.Model],
-    history_id: Any,
-    using: str,
-) -> tuple[Any, Any]:
-    """The record ``history_id`` and, for an update, the object's record before it: one query.
-
-    Returns ``(None, _UNKNOWN)`` when the record does not exist, ``(record, _UNKNOWN)`` for an
-    insert or a delete (their previous record is not needed).
-    """
-    model = channel.tracked_model()
-    attname = object_attname(history_model, model)
-    rows: list[Any] = fetch_instances(
-        history_model, _record_and_previous_sql(history_model, attname), [history_id], using
+    if not ids:
+        return LoadedRecords({}, {})
+    attname = object_attname(history_model, channel.tracked_model())
+    rows: list[tuple[Any, Any]] = fetch_tagged(
+        history_model, _records_sql(history_model, attname), [ids], using, _PREVIOUS_OF
     )
-    record = next((row for row in rows if row.pk == history_id), None)
-    if record is None or record.history_type != "~":
-        return record, _UNKNOWN
-    previous = next((row for row in rows if row.pk != history_id), None)
-    return record, previous
+    records = {record.pk: record for previous_of, record in rows if previous_of is None}
+    previous: dict[Any, Any] = {
+        key: None for key, record in records.items() if record.history_type == "~"
+    }
+    for previous_of, record in rows:
+        if previous_of is not None:
+            previous[pk.to_python(previous_of)] = record
+    return LoadedRecords(records, previous)
+
+
+_PREVIOUS_OF = "psh_previous_of"
 
 
 @functools.cache
-def _record_and_previous_sql(history_model: type[models.Model], attname: str) -> str:
+def _records_sql(history_model: type[models.Model], attname: str) -> str:
+    """The records ``= ANY(%s)``, then each update's previous record tagged with its id."""
     table, obj, date, pk = _sql_names(history_model, attname)
     return (
-        f"WITH cur AS (SELECT * FROM {table} WHERE {pk} = %s) "
-        "SELECT * FROM cur UNION ALL ("
-        f"SELECT p.* FROM {table} p JOIN cur ON p.{obj} = cur.{obj} "
+        f"WITH cur AS (SELECT * FROM {table} WHERE {pk} = ANY(%s)) "
+        f"SELECT cur.*, NULL AS {_PREVIOUS_OF} FROM cur UNION ALL "
+        f"SELECT p.*, cur.{pk} FROM cur CROSS JOIN LATERAL ("
+        f"SELECT * FROM {table} p WHERE p.{obj} = cur.{obj} "
         f"AND (p.{date}, p.{pk}) < (cur.{date}, cur.{pk}) "
-        f"WHERE cur.history_type = '~' ORDER BY p.{date} DESC, p.{pk} DESC LIMIT 1)"
+        f"ORDER BY p.{date} DESC, p.{pk} DESC LIMIT 1) p "
+        "WHERE cur.history_type = '~'"
     )
 
 

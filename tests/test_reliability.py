@@ -134,6 +134,40 @@ def test_one_batch_claims_again_after_a_processed_change_releases_the_next(trans
     assert (limited.handled, limited.exhausted) == (1, False)
 
 
+@pytest.mark.parametrize("factory", ["order", "shipment"])  # integer and UUID history ids
+def test_a_batch_of_updates_loads_records_and_previous_records_in_one_query(
+    transactional_db, factory
+):
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    from pgpubsub_simplehistory.processing import Outcome, process_batch
+    from testproject.shop.channels import ShipmentChannel
+    from testproject.shop.factories import ShipmentFactory
+
+    if factory == "order":
+        channel, field, listener = OrderChannel, "status", "on_order_saved"
+        objects = [OrderFactory(status=f"first {i}") for i in range(3)]
+    else:
+        channel, field, listener = ShipmentChannel, "carrier", "on_shipment_saved"
+        objects = [ShipmentFactory(carrier=f"first {i}") for i in range(3)]
+    assert process_batch([channel], limit=10).counts[Outcome.PROCESSED] == 3  # the inserts
+    ReceivedEvent.objects.all().delete()
+    for i, obj in enumerate(objects):
+        setattr(obj, field, f"second {i}")
+        obj.save()
+    history_table = type(objects[0]).history.model._meta.db_table
+    with CaptureQueriesContext(connection) as queries:
+        batch = process_batch([channel], limit=10)
+    assert batch.counts[Outcome.PROCESSED] == 3
+    assert len([q for q in queries if history_table in q["sql"]]) == 1
+    received = {
+        e.object_id: (e.old[field], e.new[field])
+        for e in ReceivedEvent.objects.filter(listener=listener)
+    }
+    assert received == {str(o.pk): (f"first {i}", f"second {i}") for i, o in enumerate(objects)}
+
+
 def test_parked_list_retry_purge_commands(quick_listener):
     bad = OrderFactory(status="explode")
     quick_listener.drain(quiet=0.5)
