@@ -213,10 +213,17 @@ _PREVIOUS_OF = "psh_previous_of"
 
 @functools.cache
 def _records_sql(history_model: type[models.Model], attname: str) -> str:
-    """The records ``= ANY(%s)``, then each update's previous record tagged with its id."""
+    """The records whose ids are in the array ``%s``, then each update's previous record
+    tagged with its id.
+
+    Each id is looked up on its own (a lateral subquery kept apart by ``OFFSET 0``): with
+    ``= ANY(array)`` a history table that grew since it was last analyzed is read in full,
+    which made a listener behind a fast writer slower with every batch.
+    """
     table, obj, date, pk = _sql_names(history_model, attname)
     return (
-        f"WITH cur AS (SELECT * FROM {table} WHERE {pk} = ANY(%s)) "
+        "WITH cur AS (SELECT h.* FROM unnest(%s) AS ids(id) CROSS JOIN LATERAL ("
+        f"SELECT * FROM {table} WHERE {pk} = ids.id OFFSET 0) h) "
         f"SELECT cur.*, NULL AS {_PREVIOUS_OF} FROM cur UNION ALL "
         f"SELECT p.*, cur.{pk} FROM cur CROSS JOIN LATERAL ("
         f"SELECT * FROM {table} p WHERE p.{obj} = cur.{obj} "
