@@ -14,6 +14,8 @@
                                       row (plain simple-history ``HistoricalRecords``)
 ``pgpubsub_simplehistory.W002``       a channel's trigger is not installed or outdated in the
                                       database (``check --database``; ``listen`` refuses to start)
+``pgpubsub_simplehistory.W003``       ``PGPUBSUB_SIMPLEHISTORY_BATCH_SIZE`` above 64 (a batch would
+                                      overflow Postgres's subtransaction cache)
 ====================================  ==========================================================
 """
 
@@ -180,3 +182,22 @@ def trigger_problems(
                     f"{status.lower()} in database {alias!r}: no notification is sent"
                 )
     return problems
+
+
+@register(Tags.compatibility)
+def check_batch_size(app_configs: Sequence[AppConfig] | None, **kwargs: Any) -> list[CheckMessage]:
+    from .processing import MAX_CACHED_SUBTRANSACTIONS, batch_size
+
+    size = batch_size()
+    if size <= MAX_CACHED_SUBTRANSACTIONS:
+        return []
+    return [
+        Warning(
+            f"PGPUBSUB_SIMPLEHISTORY_BATCH_SIZE is {size}: each notification of a batch runs in a "
+            f"savepoint, and a transaction with more than {MAX_CACHED_SUBTRANSACTIONS} "
+            "subtransactions that wrote overflows Postgres's subtransaction cache, which slows "
+            "down every session's snapshot checks while the batch runs",
+            hint=f"Use a batch size of at most {MAX_CACHED_SUBTRANSACTIONS} (default 50).",
+            id=f"{APP}.W003",
+        )
+    ]

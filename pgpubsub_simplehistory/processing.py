@@ -131,7 +131,13 @@ _TABLE = Notification._meta.db_table
 CLAIM_SQL = "SELECT * FROM pgpubsub_simplehistory_claim(%s, %s, %s)"
 
 #: Notifications claimed and committed together at most (``PGPUBSUB_SIMPLEHISTORY_BATCH_SIZE``).
-DEFAULT_BATCH_SIZE = 100
+#: Each runs in a savepoint: a batch stays below the 64 subtransactions Postgres caches per
+#: transaction (see ``MAX_CACHED_SUBTRANSACTIONS``).
+DEFAULT_BATCH_SIZE = 50
+#: Postgres's PGPROC_MAX_CACHED_SUBXIDS: a transaction with more subtransactions that wrote
+#: (released savepoints count until the commit) overflows its cache, and every session's
+#: snapshot checks then read pg_subtrans until it ends.
+MAX_CACHED_SUBTRANSACTIONS = 64
 #: A batch stops taking more work after this many seconds, so that slow listeners still commit
 #: (and stop) promptly; the claimed rows it did not reach are released by the commit.
 BATCH_SECONDS = 0.5
