@@ -9,7 +9,7 @@ import sys
 import time
 from pathlib import Path
 
-from . import drain, harness, live, pgbench, replay, write_cost
+from . import drain, harness, live, pgbench, replay, targets, write_cost
 
 SUITES = ("write", "drain", "live", "pgbench", "replay")
 
@@ -47,6 +47,7 @@ def main(argv: list[str] | None = None) -> int:
             seconds=1 if q else 10,
             process_counts=(1,) if q else (1, 2),
             sql_writer_seconds=2 if q else 10,
+            repetitions=1 if q else 3,
         )
         results["live"] = data3
         reports.append(live.report(data3))
@@ -58,6 +59,9 @@ def main(argv: list[str] | None = None) -> int:
         data5 = replay.run([500, 2000] if q else [2_000, 10_000])
         results["replay"] = data5
         reports.append(replay.report(data5))
+    results["targets"] = targets.evaluate(results)
+    if results["targets"]:
+        reports.append(targets.report(results["targets"]))
     results["seconds"] = time.perf_counter() - started
     text = "\n\n".join(reports)
     print(text)

@@ -15,7 +15,7 @@ import sys
 import time
 from typing import Any
 
-from .harness import ROOT, sql, table
+from .harness import ROOT, ratios, sql, summary, table
 
 MANAGE = str(ROOT / "testproject" / "manage.py")
 
@@ -216,48 +216,122 @@ def latency(variant: str, rate: float, seconds: float) -> dict[str, Any]:
     }
 
 
+VARIANTS = ("ours", "pgpubsub")
+
+
 def run(
     changes: int,
     rate: float,
     seconds: float,
     process_counts: tuple[int, ...] = (1, 2),
     sql_writer_seconds: int = 10,
+    repetitions: int = 3,
 ) -> dict[str, Any]:
-    results: dict[str, Any] = {"throughput": [], "sql_writer": [], "latency": []}
-    for processes in process_counts:
-        for variant in ("ours", "pgpubsub"):
-            results["throughput"].append(throughput(variant, processes, changes))
-    for processes in process_counts:
-        for variant in ("ours", "pgpubsub"):
-            results["sql_writer"].append(
-                sql_writer_throughput(variant, processes, sql_writer_seconds)
-            )
-    for variant in ("ours", "pgpubsub"):
-        results["latency"].append(latency(variant, rate, seconds))
-    return results
+    """Every scenario ``repetitions`` times, the two variants interleaved (the order alternates)."""
+    runs: dict[str, list[dict[str, Any]]] = {"throughput": [], "sql_writer": [], "latency": []}
+    for rep in range(repetitions):
+        order = VARIANTS if rep % 2 == 0 else VARIANTS[::-1]
+        for processes in process_counts:
+            for variant in order:
+                runs["throughput"].append(
+                    {"repetition": rep, **throughput(variant, processes, changes)}
+                )
+        for processes in process_counts:
+            for variant in order:
+                runs["sql_writer"].append(
+                    {
+                        "repetition": rep,
+                        **sql_writer_throughput(variant, processes, sql_writer_seconds),
+                    }
+                )
+        for variant in order:
+            runs["latency"].append({"repetition": rep, **latency(variant, rate, seconds)})
+    return {
+        "repetitions": repetitions,
+        "runs": runs,
+        "summary": {
+            "throughput": _summarise(runs["throughput"], "events_per_second"),
+            "sql_writer": _summarise(runs["sql_writer"], "events_per_second"),
+            "latency": {
+                variant: {
+                    key: summary(
+                        [r[key] for r in runs["latency"] if r["variant"] == variant and key in r]
+                    )
+                    for key in ("p50_ms", "p95_ms", "p99_ms", "max_ms")
+                }
+                for variant in VARIANTS
+            },
+            "latency_ratio_ours_to_pgpubsub": {
+                key: ratios(*_paired(runs["latency"], key)) for key in ("p50_ms", "p99_ms")
+            },
+        },
+    }
+
+
+def _paired(
+    rows: list[dict[str, Any]], key: str, processes: int | None = None
+) -> tuple[list[float], list[float]]:
+    """(ours, pgpubsub) values of ``key``, paired by repetition."""
+    by_rep: dict[int, dict[str, float]] = {}
+    for r in rows:
+        if key in r and (processes is None or r.get("processes") == processes):
+            by_rep.setdefault(r["repetition"], {})[r["variant"]] = r[key]
+    pairs = [v for v in by_rep.values() if len(v) == 2]
+    return [v["ours"] for v in pairs], [v["pgpubsub"] for v in pairs]
+
+
+def _summarise(rows: list[dict[str, Any]], key: str) -> dict[str, Any]:
+    """Per listener count: each variant's writer/s and events/s, and ours ÷ django-pgpubsub."""
+    out: dict[str, Any] = {}
+    for processes in sorted({r["processes"] for r in rows if "processes" in r}):
+        mine = [r for r in rows if r.get("processes") == processes]
+        out[str(processes)] = {
+            variant: {
+                "events_per_second": summary(
+                    [r[key] for r in mine if r["variant"] == variant and key in r]
+                ),
+                "writer_per_second": summary(
+                    [
+                        r["writer_per_second"]
+                        for r in mine
+                        if r["variant"] == variant and "writer_per_second" in r
+                    ]
+                ),
+            }
+            for variant in VARIANTS
+        }
+        out[str(processes)]["ratio_ours_to_pgpubsub"] = ratios(*_paired(mine, key, processes))
+    return out
 
 
 def report(results: dict[str, Any]) -> str:
-    rows = [
-        [r["variant"], r["processes"], r["changes"], r["seen"], r["writer_per_second"],
-         r["events_per_second"]]
-        for r in results["throughput"]
-    ]  # fmt: skip
-    lat = [
-        [r["variant"], r.get("rate"), r.get("received"), r.get("p50_ms"), r.get("p95_ms"),
-         r.get("p99_ms"), r.get("max_ms")]
-        for r in results["latency"]
-    ]  # fmt: skip
-    sqlw = [
-        [r["variant"], r.get("processes"), r.get("changes"), r.get("seen"),
-         r.get("writer_per_second"), r.get("events_per_second")]
-        for r in results.get("sql_writer", [])
-    ]  # fmt: skip
+    s = results["summary"]
+    reps = results["repetitions"]
+
+    def rows(scenario: dict[str, Any]) -> list[list[Any]]:
+        out = []
+        for processes, data in scenario.items():
+            for variant in VARIANTS:
+                e, w = data[variant]["events_per_second"], data[variant]["writer_per_second"]
+                out.append([variant, processes, w["median"], e["min"], e["median"], e["max"]])
+            out.append(
+                ["ours ÷ pgpubsub", processes, "", "", data["ratio_ours_to_pgpubsub"]["median"], ""]
+            )
+        return out
+
+    headers = ["listener", "processes", "writer/s", "min", "median end-to-end/s", "max"]
+    lat = []
+    for variant in VARIANTS:
+        d = s["latency"][variant]
+        lat.append([variant] + [d[k]["median"] for k in ("p50_ms", "p95_ms", "p99_ms", "max_ms")])
+    r = s["latency_ratio_ours_to_pgpubsub"]
+    lat.append(["ours ÷ pgpubsub", r["p50_ms"]["median"], "", r["p99_ms"]["median"], ""])
     return (
-        "Live stream (writer as fast as it can)\n"
-        + table(["listener", "processes", "changes", "received", "writer/s", "end-to-end/s"], rows)
-        + "\n\nLive stream, SQL writer (pgbench, 1 client: UPDATE + history INSERT)\n"
-        + table(["listener", "processes", "changes", "received", "writer/s", "end-to-end/s"], sqlw)
-        + "\n\nLatency at a fixed offered rate (commit → callback start, ms)\n"
-        + table(["listener", "rate/s", "received", "p50", "p95", "p99", "max"], lat)
+        f"Live stream, Django writer as fast as it can ({reps} repetitions, interleaved)\n"
+        + table(headers, rows(s["throughput"]))
+        + f"\n\nLive stream, SQL writer (pgbench, 1 client: UPDATE + history INSERT; {reps} "
+        "repetitions)\n"
+        + table(headers, rows(s["sql_writer"]))
+        + f"\n\nLatency at a fixed offered rate (commit → callback start, ms; median of {reps} "
+        "repetitions)\n" + table(["listener", "p50", "p95", "p99", "max"], lat)
     )
