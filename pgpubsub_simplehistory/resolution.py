@@ -196,7 +196,11 @@ def load_records(
         return LoadedRecords({}, {})
     attname = object_attname(history_model, channel.tracked_model())
     rows: list[tuple[Any, Any]] = fetch_tagged(
-        history_model, _records_sql(history_model, attname), [ids], using, _PREVIOUS_OF
+        history_model,
+        _records_sql(history_model, attname, single=len(ids) == 1),
+        [ids[0] if len(ids) == 1 else ids],
+        using,
+        _PREVIOUS_OF,
     )
     records = {record.pk: record for previous_of, record in rows if previous_of is None}
     previous: dict[Any, Any] = {
@@ -212,18 +216,26 @@ _PREVIOUS_OF = "psh_previous_of"
 
 
 @functools.cache
-def _records_sql(history_model: type[models.Model], attname: str) -> str:
-    """The records whose ids are in the array ``%s``, then each update's previous record
-    tagged with its id.
+def _records_sql(history_model: type[models.Model], attname: str, single: bool) -> str:
+    """The records with the id ``%s`` (``single``) or whose ids are in the array ``%s``, then
+    each update's previous record tagged with its id.
 
-    Each id is looked up on its own (a lateral subquery kept apart by ``OFFSET 0``): with
-    ``= ANY(array)`` a history table that grew since it was last analyzed is read in full,
-    which made a listener behind a fast writer slower with every batch.
+    In the array form each id is looked up on its own (a lateral subquery kept apart by
+    ``OFFSET 0``): with ``= ANY(array)`` a history table that grew since it was last analyzed is
+    read in full, which made a listener behind a fast writer slower with every batch. The
+    single form plans in about two thirds of the time (the listener's path for one waiting
+    notification).
     """
     table, obj, date, pk = _sql_names(history_model, attname)
+    if single:
+        records = f"SELECT * FROM {table} WHERE {pk} = %s"
+    else:
+        records = (
+            "SELECT h.* FROM unnest(%s) AS ids(id) CROSS JOIN LATERAL ("
+            f"SELECT * FROM {table} WHERE {pk} = ids.id OFFSET 0) h"
+        )
     return (
-        "WITH cur AS (SELECT h.* FROM unnest(%s) AS ids(id) CROSS JOIN LATERAL ("
-        f"SELECT * FROM {table} WHERE {pk} = ids.id OFFSET 0) h) "
+        f"WITH cur AS ({records}) "
         f"SELECT cur.*, NULL AS {_PREVIOUS_OF} FROM cur UNION ALL "
         f"SELECT p.*, cur.{pk} FROM cur CROSS JOIN LATERAL ("
         f"SELECT * FROM {table} p WHERE p.{obj} = cur.{obj} "
