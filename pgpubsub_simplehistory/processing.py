@@ -7,12 +7,15 @@ Lockable history channels (``pgpubsub_simplehistory_notification``):
   pending rows. An earlier notification of the same object that is pending, in flight or waiting
   for a retry (or parked, when the channel's ``parked_blocks_object`` is True) holds back the later
   ones: each object's changes are delivered in history order, different objects in parallel.
-* **run**: the listeners run in a savepoint inside the claiming transaction; on success the row is
-  deleted in that transaction, so the listeners' database writes and "done" commit together.
-* **settle a failure**: the savepoint is rolled back; the row gets ``attempts + 1``, its error and
-  traceback, and ``available_at`` pushed back exponentially (``retry_base_delay`` *
-  2^(attempts-1), at most ``retry_max_delay``). After ``max_attempts`` it is parked. A payload
-  that cannot be resolved (unknown model, history row deleted) is parked at once.
+* **run**: the listeners run inside the claiming transaction; on success the row is deleted in
+  that transaction, so the listeners' database writes and "done" commit together. The first
+  notification of a transaction runs directly in it, every later one in a savepoint of its own.
+* **settle a failure**: a later notification's savepoint is rolled back; the first
+  notification's whole transaction is rolled back (nothing else ran in it yet) and its row is
+  settled in a new one. The row gets ``attempts + 1``, its error and traceback, and
+  ``available_at`` pushed back exponentially (``retry_base_delay`` * 2^(attempts-1), at most
+  ``retry_max_delay``). After ``max_attempts`` it is parked. A payload that cannot be resolved
+  (unknown model, history row deleted) is parked at once.
 
 Non-lockable history channels process the NOTIFY payload directly (at most once, as in
 django-pgpubsub); django-pgpubsub's own channels are handed to its processors.
@@ -182,41 +185,53 @@ def process_batch(
 ) -> Batch:
     """Claim and process up to ``limit`` notifications in one transaction.
 
-    Each notification's listeners run in their own savepoint; a failing one is settled (retry or
-    park) in the same transaction and the others proceed; one commit makes every success and
-    every settlement durable at once. After the claimed rows the transaction claims again
-    (a processed row may have released a later notification of its object, and new ones may
-    have arrived) until a claim comes back empty, ``limit`` rows were handled, the batch ran
-    ``BATCH_SECONDS`` or ``should_stop()``: draining a queue that holds one notification takes
-    one transaction, not two.
+    The first notification runs directly in the transaction, each later one in its own
+    savepoint: a failing later one is settled (retry or park) in the same transaction and the
+    others proceed; a failing first one rolls the transaction back (nothing else ran in it) and
+    is settled in a new one. One commit makes every success and every settlement durable at
+    once. After the claimed rows the transaction claims again (a processed row may have released
+    a later notification of its object, and new ones may have arrived) until a claim comes back
+    empty, ``limit`` rows were handled, the batch ran ``BATCH_SECONDS`` or ``should_stop()``:
+    draining a queue that holds one notification takes one transaction and no savepoint.
     """
     by_name = {c.listen_safe_name(): c for c in channels}
     batch = Batch({outcome: 0 for outcome in Outcome})
     settlements: list[Settlement] = []
     remaining = limit or batch_size()
-    with transaction.atomic(using=using):
-        deadline = time.monotonic() + BATCH_SECONDS
-        stopped = False
-        while remaining > 0 and not stopped:
-            rows = claim(channels, using, remaining)
-            if not rows:
-                batch.exhausted = True
-                break
-            records = _preload(rows, by_name, using)
-            done: list[int] = []
-            for row in rows:
-                if settlements and (time.monotonic() > deadline or (should_stop and should_stop())):
-                    stopped = True  # the rest is released, untouched, by the commit
+    try:
+        with transaction.atomic(using=using):
+            deadline = time.monotonic() + BATCH_SECONDS
+            stopped = False
+            while remaining > 0 and not stopped:
+                rows = claim(channels, using, remaining)
+                if not rows:
+                    batch.exhausted = True
                     break
-                settled = _process_row(by_name[row.channel], row, using, records.get(row.channel))
-                settlements.append(settled)
-                batch.counts[settled.outcome] += 1
-                remaining -= 1
-                if settled.outcome is Outcome.PROCESSED:
-                    done.append(row.pk)
-            if done:
-                with connections[using].cursor() as cursor:
-                    cursor.execute(f"DELETE FROM {_TABLE} WHERE id = ANY(%s)", [done])
+                records = _preload(rows, by_name, using)
+                done: list[int] = []
+                for row in rows:
+                    if settlements and (
+                        time.monotonic() > deadline or (should_stop and should_stop())
+                    ):
+                        stopped = True  # the rest is released, untouched, by the commit
+                        break
+                    channel, loaded = by_name[row.channel], records.get(row.channel)
+                    if settlements:
+                        settled = _process_row(channel, row, using, loaded)
+                    else:
+                        settled = _process_first_row(channel, row, using, loaded)
+                    settlements.append(settled)
+                    batch.counts[settled.outcome] += 1
+                    remaining -= 1
+                    if settled.outcome is Outcome.PROCESSED:
+                        done.append(row.pk)
+                if done:
+                    with connections[using].cursor() as cursor:
+                        cursor.execute(f"DELETE FROM {_TABLE} WHERE id = ANY(%s)", [done])
+    except _FirstRowFailed as failed:  # rolled back: settle it in a transaction of its own
+        settled = _settle_after_rollback(failed, using)
+        settlements.append(settled)
+        batch.counts[settled.outcome] += 1
     emit(settlements)
     return batch
 
@@ -258,6 +273,99 @@ def _preload(
     }
 
 
+def _run(
+    channel: type[HistoryTriggerChannel],
+    row: Notification,
+    using: str,
+    loaded: LoadedRecords | None,
+) -> None:
+    payload = HistoryPayload.parse(row.as_payload())
+    change = resolve(
+        channel,
+        payload,
+        using=using,
+        records=loaded.records if loaded else None,
+        previous=loaded.previous if loaded else None,
+    )
+    dispatch(change)
+
+
+class _FirstRowFailed(Exception):
+    """The first notification of a transaction failed: roll the transaction back, then settle."""
+
+    def __init__(
+        self,
+        channel: type[HistoryTriggerChannel],
+        row: Notification,
+        error: BaseException,
+        started: float,
+    ) -> None:
+        super().__init__(str(error))
+        self.channel, self.row, self.error, self.started = channel, row, error, started
+
+
+class TransactionLeftAborted(Exception):
+    """A listener returned normally but left its transaction unusable (it caught a database
+    error without rolling back to a savepoint of its own)."""
+
+
+def _process_first_row(
+    channel: type[HistoryTriggerChannel],
+    row: Notification,
+    using: str,
+    loaded: LoadedRecords | None,
+) -> Settlement:
+    """Run the listeners of the transaction's first row directly in it (no savepoint).
+
+    Raises _FirstRowFailed when they fail, for the caller to roll back and settle.
+    """
+    started = time.perf_counter()
+    try:
+        _run(channel, row, using, loaded)
+        if _transaction_aborted(using):
+            raise TransactionLeftAborted(
+                "the listener returned, but its transaction was aborted by a database error it "
+                "caught; wrap the statements that may fail in transaction.atomic()"
+            )
+    except Exception as exc:
+        raise _FirstRowFailed(channel, row, exc, started) from exc
+    return _settled(channel, row, Outcome.PROCESSED, row.attempts + 1, started)
+
+
+def _transaction_aborted(using: str) -> bool:
+    wrapper = connections[using]
+    if wrapper.needs_rollback:
+        return True
+    info = getattr(wrapper.connection, "info", None)
+    return getattr(info, "transaction_status", None) == _PQTRANS_INERROR
+
+
+#: libpq's PQTRANS_INERROR (psycopg2 and psycopg expose it as ``connection.info``).
+_PQTRANS_INERROR = 3
+
+
+def _settle_after_rollback(failed: _FirstRowFailed, using: str) -> Settlement:
+    """Settle a first row whose transaction rolled back, locking its row again.
+
+    In the moment between the rollback and the lock another listener may have claimed it: if it
+    processed it, there is nothing left to settle (the outcome is FAILED: this attempt's changes
+    were rolled back); if it failed too, both attempts count.
+    """
+    _ensure_connection_usable(using)
+    row, error = failed.row, failed.error
+    permanent = isinstance(error, PgpubsubSimplehistoryError)
+    with transaction.atomic(using=using):
+        fresh = fetch_instances(
+            Notification, f"SELECT * FROM {_TABLE} WHERE id = %s FOR UPDATE", [row.pk], using
+        )
+        if fresh and fresh[0].state == str(State.PENDING):
+            row = fresh[0]
+            outcome = _settle_failure(failed.channel, row, error, permanent)
+        else:
+            outcome = Outcome.FAILED
+    return _settled(failed.channel, row, outcome, failed.row.attempts + 1, failed.started, error)
+
+
 def _process_row(
     channel: type[HistoryTriggerChannel],
     row: Notification,
@@ -273,15 +381,7 @@ def _process_row(
     error: BaseException | None = None
     try:
         with transaction.atomic(using=using):
-            payload = HistoryPayload.parse(row.as_payload())
-            change = resolve(
-                channel,
-                payload,
-                using=using,
-                records=loaded.records if loaded else None,
-                previous=loaded.previous if loaded else None,
-            )
-            dispatch(change)
+            _run(channel, row, using, loaded)
     except PgpubsubSimplehistoryError as exc:
         _ensure_connection_usable(using)
         error, outcome = exc, _settle_failure(channel, row, exc, permanent=True)
@@ -290,6 +390,18 @@ def _process_row(
         error, outcome = exc, _settle_failure(channel, row, exc, permanent=False)
     else:
         outcome = Outcome.PROCESSED
+    return _settled(channel, row, outcome, attempt, started, error)
+
+
+def _settled(
+    channel: type[HistoryTriggerChannel],
+    row: Notification,
+    outcome: Outcome,
+    attempt: int,
+    started: float,
+    error: BaseException | None = None,
+) -> Settlement:
+    """The settlement of a stored notification, logged."""
     settled = Settlement(
         channel=channel,
         outcome=outcome,

@@ -134,6 +134,90 @@ def test_one_batch_claims_again_after_a_processed_change_releases_the_next(trans
     assert (limited.handled, limited.exhausted) == (1, False)
 
 
+@pytest.fixture
+def swallowing_listener():
+    """An extra OrderChannel listener that writes, then swallows a database error for orders
+    with status 'swallow', leaving the transaction aborted while returning normally."""
+    from django.db import DatabaseError, connection
+
+    from pgpubsub_simplehistory import post_save_listener
+    from pgpubsub_simplehistory.subscribe import unsubscribe
+
+    def swallow(new):
+        if new is not None and new.status == "swallow":
+            ReceivedEvent.objects.create(
+                listener="swallow", channel="-", history_type="~", history_id="-",
+                object_id=str(new.pk), old=None, new=None,
+            )  # fmt: skip
+            try:
+                with connection.cursor() as cursor:
+                    cursor.execute("SELECT * FROM no_such_table_here")
+            except DatabaseError:
+                pass
+
+    post_save_listener(OrderChannel)(swallow)
+    yield
+    unsubscribe(OrderChannel, swallow)
+
+
+@pytest.mark.parametrize("position", ["first", "later"])
+def test_a_listener_that_swallows_a_database_error_is_a_failure_not_a_success(
+    transactional_db, swallowing_listener, position
+):
+    """First in its transaction (no savepoint) or later (in a savepoint): the aborted
+    transaction is noticed, the listener's writes are rolled back and the row waits for a retry;
+    the other notification of the batch is processed."""
+    from pgpubsub_simplehistory.processing import Outcome, process_batch
+
+    if position == "later":
+        fine = OrderFactory(status="fine")
+    bad = OrderFactory(status="swallow")
+    if position == "first":
+        fine = OrderFactory(status="fine")
+    outcomes: dict[Outcome, int] = {}
+    while (batch := process_batch([OrderChannel], limit=10)).handled:
+        for outcome, n in batch.counts.items():
+            outcomes[outcome] = outcomes.get(outcome, 0) + n
+    assert (outcomes[Outcome.PROCESSED], outcomes[Outcome.RETRY]) == (1, 1)
+    stored = Notification.objects.get()
+    assert (stored.object_key, stored.state, stored.attempts) == (str(bad.pk), "pending", 1)
+    assert stored.last_error
+    assert not ReceivedEvent.objects.filter(listener="swallow").exists()  # rolled back
+    assert [e.new["status"] for e in saved(fine)] == ["fine"]
+    assert saved(bad) == []
+
+
+def test_first_row_failure_is_settled_in_a_new_transaction_with_its_attempt(transactional_db):
+    from pgpubsub_simplehistory.processing import Outcome, process_batch
+
+    bad = OrderFactory(status="explode")
+    batch = process_batch([OrderChannel], limit=10)
+    assert batch.counts[Outcome.RETRY] == 1 and not batch.exhausted
+    stored = Notification.objects.get(object_key=str(bad.pk))
+    assert (stored.state, stored.attempts) == ("pending", 1)
+    assert "listener refuses order" in stored.last_error and "Traceback" in stored.last_traceback
+    assert stored.available_at > stored.created_at  # pushed back: not claimable right away
+    assert process_batch([OrderChannel], limit=10).handled == 0
+
+
+def test_first_row_gone_before_its_failure_is_settled_is_reported_not_raised(transactional_db):
+    """Another listener may claim and process the row between the rollback and the settling."""
+    from pgpubsub_simplehistory.processing import (
+        Outcome,
+        _FirstRowFailed,
+        _settle_after_rollback,
+    )
+
+    OrderFactory(status="fine")
+    row = Notification.objects.get()
+    Notification.objects.filter(pk=row.pk).delete()  # processed elsewhere meanwhile
+    settled = _settle_after_rollback(
+        _FirstRowFailed(OrderChannel, row, RuntimeError("boom"), 0.0), "default"
+    )
+    assert settled.outcome is Outcome.FAILED
+    assert settled.attempt == 1
+
+
 @pytest.mark.parametrize("factory", ["order", "shipment"])  # integer and UUID history ids
 def test_a_batch_of_updates_loads_records_and_previous_records_in_one_query(
     transactional_db, factory
