@@ -36,7 +36,7 @@ from django.conf import settings
 from django.db import DatabaseError, connections, transaction
 from django.utils import timezone
 
-from . import _pgpubsub, signals
+from . import _pgpubsub, _prepared, signals
 from ._fetch import fetch_instances
 from .channel import HistoryTriggerChannel, is_history_channel
 from .exceptions import PgpubsubSimplehistoryError
@@ -193,7 +193,33 @@ def process_batch(
     a later notification of its object, and new ones may have arrived) until a claim comes back
     empty, ``limit`` rows were handled, the batch ran ``BATCH_SECONDS`` or ``should_stop()``:
     draining a queue that holds one notification takes one transaction and no savepoint.
+
+    The claimed rows' historical records are loaded in one query per channel, a statement
+    prepared once per connection. If that fails (a migration changed a history table under the
+    running listener, or the table is broken), the transaction is rolled back, nothing is
+    counted against the notifications, and the batch runs again resolving each notification on
+    its own, so that a broken one fails alone.
     """
+    try:
+        return _process_batch(channels, using, limit, should_stop, preload=True)
+    except _PreloadFailed as failed:
+        _ensure_connection_usable(using)
+        _prepared.forget(using)  # a migration may have changed the records' columns
+        logger.warning(
+            "loading the historical records of a batch failed (%s); processing its "
+            "notifications one by one",
+            failed.error,
+        )
+        return _process_batch(channels, using, limit, should_stop, preload=False)
+
+
+def _process_batch(
+    channels: Sequence[type[HistoryTriggerChannel]],
+    using: str,
+    limit: int | None,
+    should_stop: Any,
+    preload: bool,
+) -> Batch:
     by_name = {c.listen_safe_name(): c for c in channels}
     batch = Batch({outcome: 0 for outcome in Outcome})
     settlements: list[Settlement] = []
@@ -207,7 +233,7 @@ def process_batch(
                 if not rows:
                     batch.exhausted = True
                     break
-                records = _preload(rows, by_name, using)
+                records = _preload(rows, by_name, using) if preload else {}
                 done: list[int] = []
                 for row in rows:
                     if settlements and (
@@ -261,16 +287,28 @@ def drain(
 def _preload(
     rows: list[Notification], by_name: dict[str, type[HistoryTriggerChannel]], using: str
 ) -> dict[str, LoadedRecords]:
-    """Historical records of a batch (with the previous record of each update), by channel:
-    one query per channel (for several rows)."""
-    if len(rows) < 2:
-        return {}
+    """Historical records of the claimed rows (with the previous record of each update), by
+    channel: one query per channel, a prepared statement of the connection.
+
+    Raises _PreloadFailed on a database error (the transaction is then aborted).
+    """
     ids: dict[str, list[str]] = {}
     for row in rows:
         ids.setdefault(row.channel, []).append(row.history_id)
-    return {
-        name: load_records(by_name[name], history_ids, using) for name, history_ids in ids.items()
-    }
+    prepared = _prepared.enabled()
+    try:
+        return {
+            name: load_records(by_name[name], history_ids, using, prepared=prepared)
+            for name, history_ids in ids.items()
+        }
+    except DatabaseError as exc:
+        raise _PreloadFailed(exc) from exc
+
+
+class _PreloadFailed(Exception):
+    def __init__(self, error: DatabaseError) -> None:
+        super().__init__(str(error))
+        self.error = error
 
 
 def _run(

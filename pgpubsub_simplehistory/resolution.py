@@ -14,8 +14,9 @@ from typing import TYPE_CHECKING, Any
 
 from django.apps import apps
 from django.core.exceptions import ValidationError
-from django.db import models
+from django.db import connections, models
 
+from . import _prepared
 from ._fetch import fetch_instances, fetch_tagged
 from ._pgpubsub import channel_by_listen_name
 from .channel import is_history_channel
@@ -179,10 +180,15 @@ class LoadedRecords:
 
 
 def load_records(
-    channel: type[HistoryTriggerChannel], history_ids: Sequence[Any], using: str = "default"
+    channel: type[HistoryTriggerChannel],
+    history_ids: Sequence[Any],
+    using: str = "default",
+    *,
+    prepared: bool = False,
 ) -> LoadedRecords:
     """The channel's historical records with these ids (malformed or missing ones are absent)
-    and, for each update among them, the object's record before it: one query."""
+    and, for each update among them, the object's record before it: one query (a prepared
+    statement of the connection when ``prepared``, see ``_prepared``)."""
     history_model = channel.history_model()
     pk = history_model._meta.pk
     assert pk is not None
@@ -195,12 +201,13 @@ def load_records(
     if not ids:
         return LoadedRecords({}, {})
     attname = object_attname(history_model, channel.tracked_model())
+    single = len(ids) == 1
+    sql = _records_sql(history_model, attname, single)
+    if prepared:
+        pk_type = pk.rel_db_type(connections[using])
+        sql = _prepared.execute_sql(using, sql, [pk_type if single else f"{pk_type}[]"])
     rows: list[tuple[Any, Any]] = fetch_tagged(
-        history_model,
-        _records_sql(history_model, attname, single=len(ids) == 1),
-        [ids[0] if len(ids) == 1 else ids],
-        using,
-        _PREVIOUS_OF,
+        history_model, sql, [ids[0] if single else ids], using, _PREVIOUS_OF
     )
     records = {record.pk: record for previous_of, record in rows if previous_of is None}
     previous: dict[Any, Any] = {

@@ -210,3 +210,15 @@ def test_every_command_option_is_documented(command):
     assert options, command
     missing = sorted(o for o in options if f"`{o}" not in section and f" {o}`" not in section)
     assert not missing, f"{command}: undocumented options {missing}"
+
+
+def test_every_setting_read_by_the_package_is_documented():
+    """docs/reference/settings.md has a row for every PGPUBSUB_SIMPLEHISTORY_* setting used."""
+    used = {
+        name
+        for path in (ROOT / "pgpubsub_simplehistory").rglob("*.py")
+        for name in re.findall(r"\bPGPUBSUB_SIMPLEHISTORY_[A-Z_]+\b", path.read_text())
+    }
+    assert "PGPUBSUB_SIMPLEHISTORY_BATCH_SIZE" in used
+    page = (ROOT / "docs" / "reference" / "settings.md").read_text()
+    assert sorted(n for n in used if f"| `{n}` |" not in page) == []
