@@ -204,7 +204,7 @@ def load_records(
     single = len(ids) == 1
     sql = _records_sql(history_model, attname, single)
     if prepared:
-        pk_type = pk.rel_db_type(connections[using])
+        pk_type = _pk_db_type(history_model, using)
         sql = _prepared.execute_sql(using, sql, [pk_type if single else f"{pk_type}[]"])
     rows: list[tuple[Any, Any]] = fetch_tagged(
         history_model, sql, [ids[0] if single else ids], using, _PREVIOUS_OF
@@ -220,6 +220,14 @@ def load_records(
 
 
 _PREVIOUS_OF = "psh_previous_of"
+
+
+@functools.cache
+def _pk_db_type(history_model: type[models.Model], using: str) -> str:
+    """The SQL type of the history model's primary key (``rel_db_type`` builds a field)."""
+    pk = history_model._meta.pk
+    assert pk is not None
+    return str(pk.rel_db_type(connections[using]))
 
 
 @functools.cache
