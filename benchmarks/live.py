@@ -150,7 +150,8 @@ def sql_writer_throughput(
     variant: str, processes: int, seconds: int, clients: int = 1
 ) -> dict[str, Any]:
     """Listeners against a writer as fast as the database allows: pgbench doing, per
-    transaction, the SQL of a tracked save (UPDATE the row, INSERT its historical record)."""
+    transaction, the SQL of a tracked save (UPDATE the row, INSERT its historical record).
+    With ``processes=0`` no listener runs: the writer's own ceiling."""
     from .pgbench import _pgbench, run_script
 
     binary = _pgbench()
@@ -162,13 +163,13 @@ def sql_writer_throughput(
     script = _SQL_WRITER.format(
         low=min(ids), high=max(ids), table=model._meta.db_table, history=history
     )
-    procs = _listeners(variant, processes)
+    procs = _listeners(variant, processes) if processes else []
     try:
         first = time.time()
         out = run_script(binary, script, seconds, clients)
         writer_seconds = time.time() - first
         written = sql(f"SELECT count(*) FROM {history}")[0][0]
-        seen = _wait_seen(variant, written, timeout=max(120.0, written / 50))
+        seen = _wait_seen(variant, written, timeout=max(120.0, written / 50)) if procs else 0
     finally:
         _stop(procs)
     return {
@@ -178,7 +179,7 @@ def sql_writer_throughput(
         "changes": written,
         "seen": seen,
         "writer_per_second": written / writer_seconds,
-        "events_per_second": _events_per_second(variant, seen, first),
+        "events_per_second": _events_per_second(variant, seen, first) if procs else None,
         "pgbench_output": out[-400:],
     }
 
@@ -228,7 +229,12 @@ def run(
     repetitions: int = 3,
 ) -> dict[str, Any]:
     """Every scenario ``repetitions`` times, the two variants interleaved (the order alternates)."""
-    runs: dict[str, list[dict[str, Any]]] = {"throughput": [], "sql_writer": [], "latency": []}
+    runs: dict[str, list[dict[str, Any]]] = {
+        "throughput": [],
+        "sql_writer": [],
+        "sql_writer_alone": [],
+        "latency": [],
+    }
     for rep in range(repetitions):
         order = VARIANTS if rep % 2 == 0 else VARIANTS[::-1]
         for processes in process_counts:
@@ -236,6 +242,10 @@ def run(
                 runs["throughput"].append(
                     {"repetition": rep, **throughput(variant, processes, changes)}
                 )
+        for variant in order:
+            runs["sql_writer_alone"].append(
+                {"repetition": rep, **sql_writer_throughput(variant, 0, sql_writer_seconds)}
+            )
         for processes in process_counts:
             for variant in order:
                 runs["sql_writer"].append(
@@ -252,6 +262,16 @@ def run(
         "summary": {
             "throughput": _summarise(runs["throughput"], "events_per_second"),
             "sql_writer": _summarise(runs["sql_writer"], "events_per_second"),
+            "sql_writer_alone": {
+                variant: summary(
+                    [
+                        r["writer_per_second"]
+                        for r in runs["sql_writer_alone"]
+                        if r["variant"] == variant
+                    ]
+                )
+                for variant in VARIANTS
+            },
             "latency": {
                 variant: {
                     key: summary(
@@ -332,6 +352,8 @@ def report(results: dict[str, Any]) -> str:
         + f"\n\nLive stream, SQL writer (pgbench, 1 client: UPDATE + history INSERT; {reps} "
         "repetitions)\n"
         + table(headers, rows(s["sql_writer"]))
+        + "\nThe same writer with no listener running (its own ceiling), transactions/s: "
+        + ", ".join(f"{v} {s['sql_writer_alone'][v]['median']:,.0f}" for v in VARIANTS)
         + f"\n\nLatency at a fixed offered rate (commit → callback start, ms; median of {reps} "
         "repetitions)\n" + table(["listener", "p50", "p95", "p99", "max"], lat)
     )

@@ -16,7 +16,7 @@ def evaluate(results: dict[str, Any]) -> list[dict[str, Any]]:
     rows: list[dict[str, Any]] = []
 
     def add(target: str, value: float, bar: str, met: bool) -> None:
-        rows.append({"target": target, "value": round(value, 3), "bar": bar, "met": met})
+        rows.append({"target": target, "value": round(value, 4), "bar": bar, "met": met})
 
     write = results.get("write_cost")
     if write:
@@ -57,5 +57,5 @@ def evaluate(results: dict[str, Any]) -> list[dict[str, Any]]:
 def report(rows: list[dict[str, Any]]) -> str:
     return "Targets (this run)\n" + table(
         ["target", "measured", "bar", "met"],
-        [[r["target"], r["value"], r["bar"], "yes" if r["met"] else "NO"] for r in rows],
+        [[r["target"], f"{r['value']:.3f}", r["bar"], "yes" if r["met"] else "NO"] for r in rows],
     )
