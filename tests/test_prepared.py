@@ -80,6 +80,24 @@ def test_a_migration_under_a_running_listener_is_absorbed_without_a_failed_attem
     assert statuses() == ["before", "after", "again"]
 
 
+def test_a_statement_gone_from_the_session_is_prepared_again():
+    """DISCARD ALL in a listener, or a pooler handing over another server connection."""
+    order = OrderFactory(status="one")
+    process_batch([OrderChannel])
+    with connection.cursor() as cursor:
+        cursor.execute("DEALLOCATE ALL")
+    order.status = "two"
+    order.save()
+    assert process_batch([OrderChannel]).counts[Outcome.PROCESSED] == 1
+    assert not Notification.objects.exists()
+    order.status = "three"
+    order.save()
+    with CaptureQueriesContext(connection) as queries:
+        assert process_batch([OrderChannel]).counts[Outcome.PROCESSED] == 1
+    assert len(prepares(queries)) == 1  # prepared anew after the fallback forgot it
+    assert statuses() == ["one", "two", "three"]
+
+
 def test_a_broken_history_table_fails_the_notification_not_the_listener():
     OrderFactory(status="x")
     with connection.cursor() as cursor:
