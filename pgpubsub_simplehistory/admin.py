@@ -106,8 +106,14 @@ class NotificationAdmin(_ModelAdmin):
         opts = self.opts
         return request.user.has_perm(f"{opts.app_label}.replay_notification")
 
-    def get_actions(self, request: HttpRequest) -> dict[str, Any]:
-        actions = super().get_actions(request)
+    def get_actions(self, request: HttpRequest, action_location: Any = None) -> dict[str, Any]:
+        # Django 6.1 passes action_location (and warns about overrides without it); earlier
+        # versions call get_actions(request).
+        base: Any = super().get_actions  # the stubs do not know action_location yet
+        if action_location is None:
+            actions: dict[str, Any] = base(request)
+        else:
+            actions = base(request, action_location=action_location)
         actions.pop("delete_selected", None)  # purge is the confirmed, parked-only delete
         return actions
 
