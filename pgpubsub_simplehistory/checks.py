@@ -194,10 +194,10 @@ def check_batch_size(app_configs: Sequence[AppConfig] | None, **kwargs: Any) -> 
     return [
         Warning(
             f"PGPUBSUB_SIMPLEHISTORY_BATCH_SIZE is {size}: each notification of a batch but the "
-            f"first runs in a savepoint, and a transaction with more than "
-            f"{MAX_CACHED_SUBTRANSACTIONS} "
-            "subtransactions that wrote overflows Postgres's subtransaction cache, which slows "
-            "down every session's snapshot checks while the batch runs",
+            "first runs in a savepoint, and a transaction with more than "
+            f"{MAX_CACHED_SUBTRANSACTIONS} subtransactions that wrote overflows Postgres's "
+            "subtransaction cache, which slows down every session's snapshot checks while the "
+            "batch runs",
             hint=f"Use a batch size of at most {MAX_CACHED_SUBTRANSACTIONS} (default 50).",
             id=f"{APP}.W003",
         )

@@ -393,11 +393,14 @@ def _settle_after_rollback(failed: _FirstRowFailed, using: str) -> Settlement:
     row, error = failed.row, failed.error
     permanent = isinstance(error, PgpubsubSimplehistoryError)
     with transaction.atomic(using=using):
-        fresh = fetch_instances(
-            Notification, f"SELECT * FROM {_TABLE} WHERE id = %s FOR UPDATE", [row.pk], using
+        pending = (
+            Notification.objects.using(using)
+            .select_for_update()
+            .filter(pk=row.pk, state=State.PENDING)
+            .first()
         )
-        if fresh and fresh[0].state == str(State.PENDING):
-            row = fresh[0]
+        if pending is not None:
+            row = pending
             outcome = _settle_failure(failed.channel, row, error, permanent)
         else:
             outcome = Outcome.FAILED

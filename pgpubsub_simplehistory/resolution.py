@@ -249,14 +249,22 @@ def _records_sql(history_model: type[models.Model], attname: str, single: bool) 
             "SELECT h.* FROM unnest(%s) AS ids(id) CROSS JOIN LATERAL ("
             f"SELECT * FROM {table} WHERE {pk} = ids.id OFFSET 0) h"
         )
+    before_cur = _before(obj, date, pk, f"cur.{obj}", f"cur.{date}", f"cur.{pk}")
     return (
         f"WITH cur AS ({records}) "
         f"SELECT cur.*, NULL AS {_PREVIOUS_OF} FROM cur UNION ALL "
         f"SELECT p.*, cur.{pk} FROM cur CROSS JOIN LATERAL ("
-        f"SELECT * FROM {table} p WHERE p.{obj} = cur.{obj} "
-        f"AND (p.{date}, p.{pk}) < (cur.{date}, cur.{pk}) "
-        f"ORDER BY p.{date} DESC, p.{pk} DESC LIMIT 1) p "
+        f"SELECT * FROM {table} {before_cur}) p "
         "WHERE cur.history_type = '~'"
+    )
+
+
+def _before(obj: str, date: str, pk: str, of_obj: str, of_date: str, of_pk: str) -> str:
+    """The filter and order that pick the record just before (of_obj, of_date, of_pk): the same
+    object, the latest ``(history_date, history_id)`` below it."""
+    return (
+        f"WHERE {obj} = {of_obj} AND ({date}, {pk}) < ({of_date}, {of_pk}) "
+        f"ORDER BY {date} DESC, {pk} DESC LIMIT 1"
     )
 
 
@@ -293,10 +301,7 @@ def previous_record(record: Any, model: type[models.Model], using: str = "defaul
 @functools.cache
 def _previous_sql(history_model: type[models.Model], attname: str) -> str:
     table, obj, date, pk = _sql_names(history_model, attname)
-    return (
-        f"SELECT * FROM {table} WHERE {obj} = %s AND ({date}, {pk}) < (%s, %s) "
-        f"ORDER BY {date} DESC, {pk} DESC LIMIT 1"
-    )
+    return f"SELECT * FROM {table} {_before(obj, date, pk, '%s', '%s', '%s')}"
 
 
 def _quote(name: str) -> str:
