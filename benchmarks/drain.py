@@ -26,8 +26,8 @@ def _reset() -> None:
 
 
 def ours(k: int) -> dict[str, Any]:
-    """Our listener's drain (the same code path as the listener's start-up sweep)."""
-    from pgpubsub_simplehistory.processing import drain
+    """Our worker's drain (the same code path as the worker's start-up sweep)."""
+    from pgpubsub_simplehistory.draining import drain
     from testproject.bench.channels import OursChannel
     from testproject.bench.models import OursItem
 
@@ -37,8 +37,7 @@ def ours(k: int) -> dict[str, Any]:
     started = time.perf_counter()
     done = 0
     while True:
-        counts = drain([OursChannel], limit=1000)
-        n = sum(counts.values())
+        n = drain([OursChannel], limit=1000).handled
         done += n
         if n == 0:
             break

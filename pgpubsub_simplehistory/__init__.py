@@ -1,10 +1,11 @@
 """Postgres LISTEN/NOTIFY events for Django models that survive schema changes.
 
-A history channel's trigger sits on the django-simple-history table and notifies a pointer
-``(history model, history_id)``; the listener resolves it under today's schema.
+A history channel's trigger sits on the django-simple-history table and stores or notifies a
+pointer ``(history model, history_id)``; a worker resolves it under today's schema and runs the
+listeners.
 
 Names are imported lazily: Django imports this package while it loads INSTALLED_APPS, before
-models may be defined.
+models may be defined. ``__all__`` is the one list of the public API.
 """
 
 from __future__ import annotations
@@ -12,8 +13,9 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-if TYPE_CHECKING:
-    from .channel import HistoryTriggerChannel
+if TYPE_CHECKING:  # for type checkers; tests/test_api.py checks it lists __all__ exactly
+    from .channels import HistoryTriggerChannel
+    from .draining import TransactionLeftAborted
     from .event import HistoryEvent, MigrationRef
     from .exceptions import (
         ChannelConfigurationError,
@@ -22,15 +24,15 @@ if TYPE_CHECKING:
         PgpubsubSimplehistoryError,
         UnknownModel,
     )
-    from .listening import Listener
+    from .listening import Worker
     from .logs import JsonFormatter
     from .operations import BackfillHistory
-    from .records import HistoricalRecords
+    from .registry import Subscription
     from .replaying import ReplayError, ReplayResult, replay
     from .resolution import ResolvedChange, resolve, resolve_record
+    from .settlement import RetryPolicy
     from .signals import notification_failed, notification_parked, notification_processed
-    from .subscribe import (
-        Subscription,
+    from .subscriptions import (
         post_delete_listener,
         post_insert_listener,
         post_save_listener,
@@ -38,37 +40,7 @@ if TYPE_CHECKING:
         subscribe,
         unsubscribe,
     )
-
-_EXPORTS = {
-    "BackfillHistory": "operations",
-    "ChannelConfigurationError": "exceptions",
-    "HistoricalRecords": "records",
-    "HistoryEvent": "event",
-    "HistoryTriggerChannel": "channel",
-    "InvalidPayload": "exceptions",
-    "JsonFormatter": "logs",
-    "Listener": "listening",
-    "MigrationRef": "event",
-    "MissingHistoryRecord": "exceptions",
-    "PgpubsubSimplehistoryError": "exceptions",
-    "ReplayError": "replaying",
-    "ReplayResult": "replaying",
-    "ResolvedChange": "resolution",
-    "Subscription": "subscribe",
-    "UnknownModel": "exceptions",
-    "notification_failed": "signals",
-    "notification_parked": "signals",
-    "notification_processed": "signals",
-    "post_delete_listener": "subscribe",
-    "post_insert_listener": "subscribe",
-    "post_save_listener": "subscribe",
-    "post_update_listener": "subscribe",
-    "replay": "replaying",
-    "resolve": "resolution",
-    "resolve_record": "resolution",
-    "subscribe": "subscribe",
-    "unsubscribe": "subscribe",
-}
+    from .tracking import HistoricalRecords
 
 __all__ = [
     "BackfillHistory",
@@ -78,15 +50,17 @@ __all__ = [
     "HistoryTriggerChannel",
     "InvalidPayload",
     "JsonFormatter",
-    "Listener",
     "MigrationRef",
     "MissingHistoryRecord",
     "PgpubsubSimplehistoryError",
     "ReplayError",
     "ReplayResult",
     "ResolvedChange",
+    "RetryPolicy",
     "Subscription",
+    "TransactionLeftAborted",
     "UnknownModel",
+    "Worker",
     "notification_failed",
     "notification_parked",
     "notification_processed",
@@ -101,14 +75,33 @@ __all__ = [
     "unsubscribe",
 ]
 
+#: The modules the names of ``__all__`` live in.
+_MODULES = (
+    "channels",
+    "draining",
+    "event",
+    "exceptions",
+    "listening",
+    "logs",
+    "operations",
+    "registry",
+    "replaying",
+    "resolution",
+    "settlement",
+    "signals",
+    "subscriptions",
+    "tracking",
+)
+
 
 def __getattr__(name: str) -> Any:
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(f".{module}", __name__), name)
-    globals()[name] = value
-    return value
+    if name in __all__:
+        for module in _MODULES:
+            namespace = vars(importlib.import_module(f".{module}", __name__))
+            if name in namespace:
+                globals()[name] = namespace[name]
+                return namespace[name]
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def __dir__() -> list[str]:

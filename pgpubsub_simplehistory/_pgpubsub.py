@@ -1,8 +1,9 @@
-"""The one place that touches django-pgpubsub beyond its documented API.
+"""The one module that touches django-pgpubsub beyond subclassing its channels.
 
-django-pgpubsub keeps its channel registry, its stored-notification model and its notification
-processors as module internals. Everything this package needs from them goes through the functions
-below, and ``tests/test_upstream_contract.py`` fails if upstream changes any of them under us.
+django-pgpubsub keeps its channel registry, its stored-notification model, its notification
+processors and its recovery convention as module internals. This package needs them for
+django-pgpubsub's own (plain) channels, which a worker serves beside history channels, and for
+the checks. ``tests/test_upstream_contract.py`` fails when upstream changes any of them.
 """
 
 from __future__ import annotations
@@ -11,8 +12,8 @@ import logging
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from pgpubsub.channel import BaseChannel, TriggerChannel, registry
-from pgpubsub.models import Notification
+from django.db import connections
+from pgpubsub.channel import BaseChannel, ChannelNotFound, TriggerChannel, locate_channel, registry
 
 logger = logging.getLogger("pgpubsub_simplehistory")
 
@@ -22,48 +23,43 @@ CONTEXT_SETTING = "pgpubsub.notification_context"
 __all__ = [
     "CONTEXT_SETTING",
     "BaseChannel",
-    "Notification",
     "TriggerChannel",
-    "channel_by_listen_name",
-    "notification_table",
+    "callbacks_of",
+    "locate",
+    "plain_channels",
+    "plain_notification_table",
     "process_plain_notification",
-    "register_callback",
-    "registered_channels",
+    "recover_plain_channel",
+    "stored_counts",
 ]
 
 
-def notification_table() -> str:
-    """The table in which lockable channels store their notifications."""
+def plain_notification_table() -> str:
+    """The table in which django-pgpubsub's lockable channels store their notifications."""
+    # Imported here: pgpubsub.models cannot be imported while 'pgpubsub' is missing from
+    # INSTALLED_APPS, which system check E004 reports.
+    from pgpubsub.models import Notification
+
     return str(Notification._meta.db_table)
 
 
-def register_callback(channel: type[BaseChannel], callback: Callable[..., Any]) -> None:
-    """Add ``callback`` to django-pgpubsub's registry (what its ``Channel.get`` looks up)."""
-    if callback not in registry[channel]:
-        registry[channel].append(callback)
-
-
-def unregister_callback(channel: type[BaseChannel], callback: Callable[..., Any]) -> None:
-    if callback in registry.get(channel, []):
-        registry[channel].remove(callback)
-
-
-def registered_channels() -> list[type[BaseChannel]]:
-    """Every channel that has at least one subscribed callback, in registration order."""
+def plain_channels() -> list[type[BaseChannel]]:
+    """django-pgpubsub channels with a subscribed callback, in registration order."""
     return [channel for channel, callbacks in registry.items() if callbacks]
 
 
-def channel_by_listen_name(name: str) -> type[BaseChannel] | None:
-    found: type[BaseChannel] | None = next(
-        (channel for channel in registry if channel.listen_safe_name() == name), None
-    )
-    return found
+def callbacks_of(channel: type[Any]) -> list[Callable[..., Any]]:
+    """The callbacks django-pgpubsub's decorators subscribed to ``channel``."""
+    return list(registry.get(channel, []))
 
 
-def channel_label(name: str) -> str:
-    """The dotted class name of the channel listening on ``name``, else ``name`` itself."""
-    channel = channel_by_listen_name(name)
-    return channel.name() if channel is not None else name
+def locate(path: str) -> type[Any] | None:
+    """The class at dotted ``path`` (None when there is none or it cannot be imported)."""
+    try:
+        found = locate_channel(path)
+    except (ChannelNotFound, ImportError, AttributeError, ValueError):
+        return None
+    return found if isinstance(found, type) else None
 
 
 class _NoPollWrapper:
@@ -74,10 +70,10 @@ class _NoPollWrapper:
 
 
 def process_plain_notification(channel: type[BaseChannel], notify: Any) -> None:
-    """Run django-pgpubsub's own processing for a notification of a plain (non-history) channel.
+    """Run django-pgpubsub's own processing for a NOTIFY of one of its channels.
 
-    ``notify`` is a psycopg Notify (``channel``, ``payload``, ``pid``). Raises whatever the
-    callbacks raise; the caller owns the transaction.
+    ``notify`` has ``channel``, ``payload`` and ``pid``. Raises whatever the callbacks raise; the
+    caller owns the transaction.
     """
     from pgpubsub.listen import (
         InvalidNotificationProcessor,
@@ -99,3 +95,36 @@ def process_plain_notification(channel: type[BaseChannel], notify: Any) -> None:
         processor.process()
         return
     logger.error("no django-pgpubsub processor accepts a notification on %s", channel.name())
+
+
+class _RecoveryNotify:
+    """django-pgpubsub's convention: a notification with an empty payload means "recover"."""
+
+    def __init__(self, channel: type[BaseChannel]) -> None:
+        self.channel = channel.listen_safe_name()
+        self.payload = ""
+        self.pid = 0
+
+
+def recover_plain_channel(channel: type[BaseChannel]) -> None:
+    """Let django-pgpubsub process the notifications it stored for ``channel``."""
+    process_plain_notification(channel, _RecoveryNotify(channel))
+
+
+def stored_counts(using: str) -> list[tuple[Any, ...]]:
+    """django-pgpubsub's stored notifications per channel and ``db_version`` (the migration
+    state it records): ``(listen name, class path, migration id, app, name, count, oldest)``."""
+    sql = f"""
+        SELECT n.channel, m.id, m.app, m.name, count(*), min(n.created_at)
+        FROM "{plain_notification_table()}" n
+        LEFT JOIN django_migrations m ON m.id = n.db_version
+        GROUP BY n.channel, m.id, m.app, m.name
+    """
+    with connections[using].cursor() as cursor:
+        cursor.execute(sql)
+        rows = cursor.fetchall()
+    names = {channel.listen_safe_name(): channel.name() for channel in registry}
+    return [
+        (name, names.get(name, f"(unknown) {name}"), mig_id, app, mig_name, count, oldest)
+        for name, mig_id, app, mig_name, count, oldest in rows
+    ]

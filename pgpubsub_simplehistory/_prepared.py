@@ -1,15 +1,13 @@
-"""Server-side prepared statements for the listener's per-notification query.
+"""Server-side prepared statements for the worker's history-record query.
 
-Parsing and planning the historical-record query cost more than running it: it took ~290 µs
-unprepared and ~130 µs prepared, measured in a loop on the development machine. The listener
+Parsing and planning that query cost more than running it (docs/performance.md), so the worker
 PREPAREs it once per connection and EXECUTEs it afterwards. A prepared statement belongs to the
 database session: the registry is kept per driver connection, so a reconnect prepares again. After
-DDL on the table (a migration while the listener runs) Postgres replans it by itself, except when
+DDL on the table (a migration while the worker runs) Postgres replans it by itself, except when
 the result's columns changed ("cached plan must not change result type"): the caller then calls
 :func:`forget` and runs the query unprepared; the next use prepares it anew under a new name.
 
-``PGPUBSUB_SIMPLEHISTORY_PREPARED_STATEMENTS = False`` turns this off (for a connection pooler that
-does not keep sessions; the listener needs one that does, for LISTEN).
+``PGPUBSUB_SIMPLEHISTORY_PREPARED_STATEMENTS = False`` turns this off (``conf``).
 """
 
 from __future__ import annotations
@@ -20,15 +18,10 @@ import weakref
 from collections.abc import Sequence
 from typing import Any
 
-from django.conf import settings
 from django.db import connections
 
 _registry: weakref.WeakKeyDictionary[Any, dict[str, str]] = weakref.WeakKeyDictionary()
 _generation = itertools.count()
-
-
-def enabled() -> bool:
-    return bool(getattr(settings, "PGPUBSUB_SIMPLEHISTORY_PREPARED_STATEMENTS", True))
 
 
 def execute_sql(using: str, sql: str, param_types: Sequence[str]) -> str:

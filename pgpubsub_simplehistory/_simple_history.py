@@ -1,12 +1,10 @@
-"""The only module that depends on a django-simple-history internal: its history descriptor.
+"""The only module that depends on django-simple-history internals: its history descriptor and
+the list of fields a history model excludes.
 
-``Model.history`` / ``instance.history`` is a ``HistoryDescriptor`` whose ``__get__`` builds a new
-manager class (``HistoryManager.from_queryset(HistoricalQuerySet)``, which walks the queryset's
-members with ``inspect``) on every access, and simple-history reads that attribute on every
-save to find the history model: about 150 µs of a ~900 µs tracked ``save()`` inside a
-transaction on a 2-core machine (timed before and after). The descriptor below builds the class
-once. ``tests/test_upstream_contract.py`` fails if upstream changes what
-this relies on.
+``Model.history`` is a ``HistoryDescriptor`` whose ``__get__`` builds a new manager class on every
+access, and simple-history reads that attribute on every save: the descriptor below builds the
+class once (docs/performance.md has what that saves). ``tests/test_upstream_contract.py`` fails
+when upstream changes what this module relies on.
 """
 
 from __future__ import annotations
@@ -35,3 +33,9 @@ def cache_history_manager(model: type[models.Model], manager_name: str) -> None:
     descriptor = model.__dict__.get(manager_name)
     if type(descriptor) is HistoryDescriptor:
         setattr(model, manager_name, CachedHistoryDescriptor(descriptor))
+
+
+def excluded_fields(history_model: type[models.Model]) -> frozenset[str]:
+    """Names of the tracked model's fields that its history model does not record
+    (``HistoricalRecords(excluded_fields=...)``)."""
+    return frozenset(getattr(history_model, "_history_excluded_fields", ()) or ())

@@ -1,4 +1,4 @@
-"""Django admin for stored notifications of history channels (loaded by admin autodiscovery).
+"""The admin of the queue: stored notifications of history channels (admin autodiscovery).
 
 Rows are read-only. Actions: *retry* (parked → pending, due now; needs the change permission),
 *replay* (run the listeners again for the historical record; needs ``replay_notification``),
@@ -19,9 +19,9 @@ from django.utils import timezone
 from django.utils.translation import ngettext
 
 from . import parking
-from ._pgpubsub import channel_label
 from .inspection import inspect_notification
 from .models import Notification, State
+from .monitoring import channel_label
 from .replaying import replay_notification
 
 _AGES = {
@@ -37,12 +37,12 @@ class ChannelFilter(admin.SimpleListFilter):
     parameter_name = "channel"
 
     def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
-        names = model_admin.get_queryset(request).values_list("channel", flat=True).distinct()
+        names = model_admin.get_queryset(request).values_list("listen_name", flat=True).distinct()
         return [(name, channel_label(name)) for name in sorted(names)]
 
     def queryset(self, request: HttpRequest, queryset: QuerySet[Any]) -> QuerySet[Any] | None:
         value = self.value()
-        return queryset.filter(channel=value) if value else queryset
+        return queryset.filter(listen_name=value) if value else queryset
 
 
 class AgeFilter(admin.SimpleListFilter):
@@ -75,7 +75,7 @@ class NotificationAdmin(_ModelAdmin):
         "model",
         "history_type",
         "history_id",
-        "object_key",
+        "object_id",
         "attempts",
         "created_at",
         "available_at",
@@ -83,7 +83,7 @@ class NotificationAdmin(_ModelAdmin):
     )
     list_display_links = ("id", "history_id")
     list_filter = ("state", ChannelFilter, "model", AgeFilter)
-    search_fields = ("history_id", "object_key", "last_error")
+    search_fields = ("history_id", "object_id", "last_error")
     date_hierarchy = "created_at"
     ordering = ("id",)
     actions = ("retry", "replay", "purge")
@@ -117,9 +117,9 @@ class NotificationAdmin(_ModelAdmin):
         actions.pop("delete_selected", None)  # purge is the confirmed, parked-only delete
         return actions
 
-    @admin.display(description="channel", ordering="channel")
+    @admin.display(description="channel", ordering="listen_name")
     def channel_name(self, obj: Notification) -> str:
-        return channel_label(obj.channel)
+        return channel_label(obj.listen_name)
 
     @admin.display(description="last error")
     def error(self, obj: Notification) -> str:

@@ -1,7 +1,9 @@
-"""System checks: misconfigurations that would lose or corrupt events are refused at start.
+"""System checks: misconfigurations that would lose or corrupt events, reported by
+``manage.py check`` (and before every ``manage.py listen``), never by an import-time crash.
 
 ====================================  ==========================================================
 ``pgpubsub_simplehistory.E001``       a history channel's model has no ``HistoricalRecords``
+                                      (or ``model`` is not a model class)
 ``pgpubsub_simplehistory.E002``       ``pgpubsub`` is listed before this app in INSTALLED_APPS
                                       (``manage.py listen`` would be django-pgpubsub's command)
 ``pgpubsub_simplehistory.E003``       a history channel on a proxy model (simple-history does not
@@ -10,8 +12,12 @@
 ``pgpubsub_simplehistory.E005``       django-pgpubsub's decorator used on a history channel
 ``pgpubsub_simplehistory.E006``       history routed to another database than its model (a change
                                       and its history cannot commit together)
+``pgpubsub_simplehistory.E007``       a subscription that cannot work (unknown channel, not a
+                                      history channel, a listener argument never passed)
+``pgpubsub_simplehistory.E008``       a listener subscribes to history types its channel does
+                                      not publish (``history_types``)
 ``pgpubsub_simplehistory.W001``       saves of a channel's model are not atomic with their history
-                                      row (plain simple-history ``HistoricalRecords``)
+                                      record (plain simple-history ``HistoricalRecords``)
 ``pgpubsub_simplehistory.W002``       a channel's trigger is not installed or outdated in the
                                       database (``check --database``; ``listen`` refuses to start)
 ``pgpubsub_simplehistory.W003``       ``PGPUBSUB_SIMPLEHISTORY_BATCH_SIZE`` above 64 (a batch would
@@ -27,10 +33,12 @@ from typing import Any
 from django.apps import AppConfig
 from django.conf import settings
 from django.core.checks import CheckMessage, Error, Tags, Warning, register
+from django.db import router
 
+from . import _pgpubsub, _pgtrigger, conf, registry
+from .draining import MAX_CACHED_SUBTRANSACTIONS
 from .exceptions import ChannelConfigurationError
-from .records import history_written_with_model, saves_are_atomic
-from .subscribe import history_channels, trigger_of
+from .tracking import history_written_with_model, saves_are_atomic
 
 APP = "pgpubsub_simplehistory"
 
@@ -65,8 +73,10 @@ def check_installed_apps(
 
 @register(Tags.models)
 def check_channels(app_configs: Sequence[AppConfig] | None, **kwargs: Any) -> list[CheckMessage]:
-    errors: list[CheckMessage] = []
-    for channel in history_channels():
+    errors: list[CheckMessage] = [
+        Error(problem, id=f"{APP}.E007") for problem in registry.problems()
+    ]
+    for channel in registry.channels():
         try:
             model = channel.tracked_model()
             if model._meta.proxy:
@@ -85,12 +95,13 @@ def check_channels(app_configs: Sequence[AppConfig] | None, **kwargs: Any) -> li
             errors.append(Error(str(exc), obj=channel, id=f"{APP}.E001"))
             continue
         errors.extend(_check_pgpubsub_decorators(channel))
+        errors.extend(_check_history_types(channel))
         errors.extend(_check_routing(channel, model))
         if not saves_are_atomic(model):
             errors.append(
                 Warning(
-                    f"saves of {model._meta.label} are not atomic with their history row: in "
-                    "autocommit a change can commit without its history and notification",
+                    f"saves of {model._meta.label} are not atomic with their history record: "
+                    "in autocommit a change can commit without its history and notification",
                     hint="Import HistoricalRecords from pgpubsub_simplehistory instead of "
                     "simple_history.models.",
                     obj=model,
@@ -106,27 +117,41 @@ def _concrete_label(model: type[Any]) -> str:
 
 
 def _check_pgpubsub_decorators(channel: type[Any]) -> list[CheckMessage]:
-    from pgpubsub.channel import registry
-
-    ours = {s.callback for s in channel.subscriptions()}
-    foreign = [cb for cb in registry.get(channel, []) if cb not in ours]
     return [
         Error(
             f"listener {cb.__module__}.{cb.__qualname__} is subscribed to history channel "
             f"{channel.name()} with django-pgpubsub's decorator: it would get the live row "
-            "through a trigger on the model's table, not the historical record",
+            "through a trigger on the model's table, not the history record",
             hint="Use pgpubsub_simplehistory.post_save_listener (and the other "
             "pgpubsub_simplehistory decorators) for history channels.",
             obj=channel,
             id=f"{APP}.E005",
         )
-        for cb in foreign
+        for cb in _pgpubsub.callbacks_of(channel)
     ]
 
 
-def _check_routing(channel: type[Any], model: type[Any]) -> list[CheckMessage]:
-    from django.db import router
+def _check_history_types(channel: type[Any]) -> list[CheckMessage]:
+    published = set(channel.history_types)
+    errors: list[CheckMessage] = []
+    for subscription in channel.subscriptions():
+        missing = sorted(subscription.history_types - published)
+        if missing:
+            errors.append(
+                Error(
+                    f"listener {subscription.name} subscribes to history type(s) "
+                    f"{' '.join(missing)} of {channel.name()}, whose trigger publishes only "
+                    f"{' '.join(sorted(published))}",
+                    hint=f"Add them to {channel.__qualname__}.history_types (then run "
+                    "makemigrations and migrate), or subscribe with another decorator.",
+                    obj=channel,
+                    id=f"{APP}.E008",
+                )
+            )
+    return errors
 
+
+def _check_routing(channel: type[Any], model: type[Any]) -> list[CheckMessage]:
     history_model = channel.history_model()
     model_db = router.db_for_write(model)
     history_db = router.db_for_write(history_model)
@@ -135,7 +160,7 @@ def _check_routing(channel: type[Any], model: type[Any]) -> list[CheckMessage]:
     return [
         Error(
             f"history of {model._meta.label} is written to database {history_db!r} while "
-            f"{model._meta.label} is written to {model_db!r}: a change and its history row "
+            f"{model._meta.label} is written to {model_db!r}: a change and its history record "
             "(and so its notification) cannot commit together",
             hint="Route both models to the same database, or use "
             "HistoricalRecords(use_base_model_db=True).",
@@ -162,33 +187,27 @@ def trigger_problems(
     databases: Sequence[str], channels: Sequence[type[Any]] | None = None
 ) -> list[str]:
     """Channels (default: all) whose trigger is not installed as defined, per database alias."""
-    from pgtrigger.core import INSTALLED
-
     problems = []
     for alias in databases:
-        for channel in channels if channels is not None else history_channels():
-            trigger = trigger_of(channel)
-            try:
-                history_model = channel.history_model()
-            except ChannelConfigurationError:
-                continue
-            model: Any = history_model  # django-pgtrigger annotates model classes as instances
-            if trigger is None or not trigger.allow_migrate(model, alias):
-                continue
-            status, _ = trigger.get_installation_status(model, database=alias)
-            if status != INSTALLED:
+        for channel in channels if channels is not None else registry.channels():
+            trigger = registry.trigger_of(channel)
+            if trigger is None:
+                continue  # misdeclared: E001/E003 say why
+            history_model = channel.history_model()
+            status = _pgtrigger.installation_problem(trigger, history_model, alias)
+            if status is not None:
+                what = "stored" if channel.lock_notifications else "notified"
                 problems.append(
                     f"the trigger of {channel.name()} on {history_model._meta.db_table} is "
-                    f"{status.lower()} in database {alias!r}: no notification is sent"
+                    f"{status} in database {alias!r}: changes of "
+                    f"{channel.model._meta.label} are not {what} as {channel.name()} declares"
                 )
     return problems
 
 
 @register(Tags.compatibility)
 def check_batch_size(app_configs: Sequence[AppConfig] | None, **kwargs: Any) -> list[CheckMessage]:
-    from .processing import MAX_CACHED_SUBTRANSACTIONS, batch_size
-
-    size = batch_size()
+    size = conf.batch_size()
     if size <= MAX_CACHED_SUBTRANSACTIONS:
         return []
     return [

@@ -24,3 +24,16 @@ def history_model_of(model: type[models.Model]) -> type[models.Model]:
 def migration_apps(model: type[models.Model]) -> list[str]:
     """App labels whose migrations change ``model`` or its history model (recorded per change)."""
     return sorted({str(model._meta.app_label), str(history_model_of(model)._meta.app_label)})
+
+
+_object_attnames: dict[tuple[type[models.Model], type[models.Model]], str] = {}
+
+
+def object_attname(history_model: type[models.Model], model: type[models.Model]) -> str:
+    """The attribute of a history record that holds the object's primary key."""
+    key = (history_model, model)
+    if key not in _object_attnames:
+        assert model._meta.pk is not None
+        field = history_model._meta.get_field(model._meta.pk.name)
+        _object_attnames[key] = str(getattr(field, "attname", field.name))
+    return _object_attnames[key]

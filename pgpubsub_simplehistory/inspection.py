@@ -6,8 +6,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .exceptions import PgpubsubSimplehistoryError
+from .history_models import object_attname
 from .models import Notification
-from .resolution import previous_record, resolve_stored, to_instance
+from .records import previous_record
+from .resolution import resolve_stored, to_instance
 
 
 @dataclass(frozen=True)
@@ -48,7 +50,7 @@ def inspect_notification(notification: Notification) -> Inspection:
     if record.history_type == "~":  # resolve already loaded the previous record
         before, now = change.old, change.new
     else:
-        previous = previous_record(record, model, using)
+        previous = previous_record(record, object_attname(type(record), model), using)
         before = to_instance(previous, model, using) if previous is not None else None
         now = change.new if change.new is not None else change.old  # '-': the deleted state
     assert now is not None

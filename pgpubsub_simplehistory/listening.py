@@ -1,21 +1,22 @@
-"""Listening: wait for NOTIFYs on a dedicated connection, process on Django's connection.
+"""The worker: LISTEN, wake up, drain the queue; and the NOTIFY-only path of other channels.
 
-Two connections per listener process:
+A worker process (``manage.py listen``) holds two connections:
 
 * the **listen connection** (raw, autocommit, never in a transaction) only LISTENs and waits, so
-  Postgres can always trim its NOTIFY queue past it, however long a listener runs;
+  Postgres can always trim its NOTIFY queue past it, however long the worker runs;
 * Django's connection claims stored notifications and runs the listeners in short transactions.
 
-A NOTIFY of a lockable history channel is a doorbell: the listener then drains the table, oldest
-first. The table is also swept every ``sweep_interval`` seconds (retries become due, notifications
-sent while no listener was connected), and on start and after every reconnect. When the server
-restarts or a backend is killed, the listener reconnects with exponential backoff.
+A NOTIFY of a lockable history channel is a doorbell: the worker then drains the queue
+(``draining``). The queue is also swept every ``PGPUBSUB_SIMPLEHISTORY_SWEEP_INTERVAL`` seconds
+(retries become due, notifications stored while no worker was connected), on start and after
+every reconnect. A NOTIFY of a non-lockable history channel is processed from its payload, at
+most once; one of a django-pgpubsub channel is handed to django-pgpubsub. When the server
+restarts or a backend is killed, the worker reconnects with exponential backoff.
 """
 
 from __future__ import annotations
 
 import contextlib
-import logging
 import select
 import signal
 import time
@@ -25,18 +26,19 @@ from dataclasses import dataclass
 from types import FrameType
 from typing import Any
 
-from django.conf import settings
-from django.db import DatabaseError, InterfaceError, OperationalError, connections
+from django.db import DatabaseError, InterfaceError, OperationalError, connections, transaction
 
-from . import _pgpubsub
-from .channel import is_history_channel
-from .exceptions import ChannelConfigurationError
-from .processing import drain, handle_notify
+from . import _pgpubsub, conf, registry
+from .channels import is_history_channel, locate
+from .dispatch import dispatch
+from .draining import drain
+from .exceptions import ChannelConfigurationError, PgpubsubSimplehistoryError
+from .payload import HistoryPointer
+from .resolution import resolve
+from .settlement import Outcome, Settlement, announce, logger
 
-logger = logging.getLogger("pgpubsub_simplehistory")
-
-DEFAULT_SWEEP_INTERVAL = 2.0
-DRAIN_BATCH = 200
+#: A drain returns to the LISTEN loop after this many seconds (other channels' NOTIFYs wait).
+DRAIN_SECONDS = 1.0
 RECONNECT_MAX_DELAY = 5.0
 
 
@@ -50,38 +52,37 @@ class Notify:
 
 
 def select_channels(names: Sequence[str | type[Any]] | None = None) -> list[type[Any]]:
-    """The subscribed channels to listen to: all of them, or those named (and their subclasses)."""
-    registered = _pgpubsub.registered_channels()
+    """The channels with subscribed listeners to serve: all of them, or those named (and their
+    subclasses). History channels first, then django-pgpubsub's own."""
+    available = [*registry.subscribed_channels(), *_pgpubsub.plain_channels()]
     if not names:
-        chosen = registered
+        chosen = available
     else:
-        from pgpubsub.channel import locate_channel
-
         wanted = []
         for name in names:
-            try:
-                wanted.append(locate_channel(name))
-            except Exception:
-                raise ChannelConfigurationError(f"channel {name!r} not found") from None
-        chosen = [c for c in registered if issubclass(c, tuple(wanted))]
+            found = locate(name)
+            if found is None:
+                raise ChannelConfigurationError(f"channel {name!r} not found")
+            wanted.append(found)
+        chosen = [c for c in available if issubclass(c, tuple(wanted))]
     if not chosen:
         asked = f" (asked for {', '.join(map(str, names))})" if names else ""
         raise ChannelConfigurationError(
-            "no channel with subscribed listeners to listen to; import your listeners module "
+            "no channel with subscribed listeners to serve; import your listeners module "
             "in an AppConfig.ready()" + asked
         )
     return chosen
 
 
-class Listener:
+class Worker:
     """Receives notifications for ``channels`` and processes them.
 
     Args:
-        channels: Channel classes or dotted paths; ``None`` for every subscribed channel.
+        channels: Channel classes or class paths; ``None`` for every subscribed channel.
         using: Database alias.
         sweep_interval: Seconds between sweeps of stored notifications
             (``PGPUBSUB_SIMPLEHISTORY_SWEEP_INTERVAL``, default 2).
-        recover: Also let django-pgpubsub recover stored notifications of its plain channels.
+        recover: Also let django-pgpubsub recover stored notifications of its own channels.
     """
 
     def __init__(
@@ -95,12 +96,9 @@ class Listener:
         self.channels = select_channels(channels)
         self.stored = [c for c in self.channels if is_history_channel(c) and c.lock_notifications]
         self._stored_names = {c.listen_safe_name() for c in self.stored}
+        self._by_name = {c.listen_safe_name(): c for c in self.channels}
         self.using = using
-        if sweep_interval is None:
-            sweep_interval = float(
-                getattr(settings, "PGPUBSUB_SIMPLEHISTORY_SWEEP_INTERVAL", DEFAULT_SWEEP_INTERVAL)
-            )
-        self.sweep_interval = sweep_interval
+        self.sweep_interval = conf.sweep_interval() if sweep_interval is None else sweep_interval
         self.recover = recover
         self._queue: deque[Notify] = deque()
         self._source: _Source | None = None
@@ -112,13 +110,12 @@ class Listener:
     # -- connection -------------------------------------------------------------------------
 
     def start(self) -> None:
-        """Open the listen connection, LISTEN on every channel, then catch up on the table."""
+        """Open the listen connection, LISTEN on every channel, then catch up on the queue."""
         self._connect()
         if self.recover:
             for channel in self.channels:
                 if not is_history_channel(channel) and channel.lock_notifications:
-                    name = channel.listen_safe_name()
-                    handle_notify(name, "", Notify(name, "", 0))
+                    self._handle_plain(channel, None)
         self.sweep()
 
     def _connect(self) -> None:
@@ -145,21 +142,21 @@ class Listener:
     # -- processing -------------------------------------------------------------------------
 
     def sweep(self) -> int:
-        """Process every available stored notification of the lockable history channels."""
-        processed = 0
+        """Process every due stored notification of the lockable history channels."""
+        handled = 0
         while self.stored and not self._stopping:
-            batch = self._drain_some()
-            processed += batch
-            if batch < DRAIN_BATCH:
+            drained = self._drain()
+            handled += drained.handled
+            if drained.exhausted or not drained.handled:
                 break
         self._next_sweep = time.monotonic() + self.sweep_interval
-        return processed
+        return handled
 
     def process_available(self, timeout: float = 0.0) -> int:
         """Wait up to ``timeout`` seconds for notifications, then process what is available.
 
         Returns the number of notifications handled (NOTIFYs of other channels plus stored
-        notifications processed).
+        notifications settled).
         """
         if self._source is None:
             self.start()
@@ -173,36 +170,93 @@ class Listener:
             if notify.channel in self._stored_names:
                 self._doorbell = True
                 continue
-            handle_notify(notify.channel, notify.payload, notify, using=self.using)
+            self.handle_notify(notify)
             handled += 1
         if self.stored and (self._doorbell or self._more or time.monotonic() >= self._next_sweep):
             self._doorbell = False
-            batch = self._drain_some()
-            self._more = batch >= DRAIN_BATCH
-            handled += batch
+            drained = self._drain()
+            self._more = not drained.exhausted and drained.handled > 0
+            handled += drained.handled
             if not self._more:
                 self._next_sweep = time.monotonic() + self.sweep_interval
         return handled
 
-    def _drain_some(self) -> int:
-        """Process up to DRAIN_BATCH stored notifications; how many were handled."""
-        counts = drain(
-            self.stored, limit=DRAIN_BATCH, should_stop=lambda: self._stopping, using=self.using
+    def _drain(self) -> Any:
+        until = time.monotonic() + DRAIN_SECONDS
+        return drain(
+            self.stored,
+            using=self.using,
+            should_stop=lambda: self._stopping or time.monotonic() > until,
         )
-        return sum(counts.values())
+
+    def handle_notify(self, notify: Notify) -> Outcome:
+        """Process a NOTIFY of a non-lockable history channel or of a django-pgpubsub channel.
+
+        Never raises for bad input: whatever the payload, it is logged and the worker goes on.
+        """
+        channel = self._by_name.get(notify.channel)
+        if channel is None:
+            logger.error(
+                "notification on unknown channel %s ignored: %.200s", notify.channel, notify.payload
+            )
+            return Outcome.FAILED
+        if not is_history_channel(channel):
+            return self._handle_plain(channel, notify)
+        started = time.perf_counter()
+        try:
+            pointer = HistoryPointer.parse(notify.payload)
+        except PgpubsubSimplehistoryError as exc:
+            logger.error(
+                "invalid notification on channel %s: %s",
+                channel.name(),
+                exc,
+                extra={"channel": channel.name(), "outcome": Outcome.FAILED.value},
+            )
+            return Outcome.FAILED
+        error: BaseException | None = None
+        try:
+            with transaction.atomic(using=self.using):
+                dispatch(resolve(channel, pointer, using=self.using))
+        except Exception as exc:
+            error = exc
+        settled = Settlement(
+            channel=channel,
+            outcome=Outcome.PROCESSED if error is None else Outcome.FAILED,
+            model=pointer.model,
+            history_id=str(pointer.history_id),
+            history_type=pointer.history_type,
+            notification_id=None,
+            attempt=1,
+            duration=time.perf_counter() - started,
+            error=error,
+        )
+        announce([settled])
+        return settled.outcome
+
+    def _handle_plain(self, channel: type[Any], notify: Notify | None) -> Outcome:
+        try:
+            with transaction.atomic(using=self.using):
+                if notify is None:
+                    _pgpubsub.recover_plain_channel(channel)
+                else:
+                    _pgpubsub.process_plain_notification(channel, notify)
+        except Exception:
+            logger.exception("listener of django-pgpubsub channel %s failed", channel.name())
+            return Outcome.FAILED
+        return Outcome.PROCESSED
 
     def run(self, until: Callable[[], bool] | None = None, poll: float = 1.0) -> None:
         """Process notifications until :meth:`stop` is called (or ``until()`` is true).
 
-        Database errors (server restart, killed backend) close both connections; the listener
-        reconnects with exponential backoff and sweeps the table before waiting again.
+        Database errors (server restart, killed backend) close both connections; the worker
+        reconnects with exponential backoff and sweeps the queue before waiting again.
         """
         delay = 0.1
         while not self._stopping and not (until and until()):
             try:
                 if self._source is None:
                     self.start()
-                    logger.info("listener ready")
+                    logger.info("worker ready")
                 self.process_available(timeout=min(poll, self.sweep_interval))
                 delay = 0.1
             except (OperationalError, InterfaceError, DatabaseError, _ConnectionLost) as exc:
@@ -211,7 +265,7 @@ class Listener:
                 self._sleep(delay)
                 delay = min(delay * 2, RECONNECT_MAX_DELAY)
         self.close()
-        logger.info("listener stopped")
+        logger.info("worker stopped")
 
     def _sleep(self, seconds: float) -> None:
         deadline = time.monotonic() + seconds
@@ -239,6 +293,8 @@ class _ConnectionLost(Exception):
 
 
 class _Source:
+    """Reads NOTIFYs from the listen connection into a queue."""
+
     def __init__(self, raw: Any, queue: deque[Notify]) -> None:
         self.raw = raw
         self.queue = queue
@@ -279,7 +335,11 @@ class _Psycopg3Source(_Source):
         if pgconn.status != 0:  # CONNECTION_OK
             raise _ConnectionLost("listen connection closed by the server")
         while (n := pgconn.notifies()) is not None:
-            self.queue.append(Notify(n.relname.decode(), n.extra.decode(), n.be_pid))
+            self.queue.append(
+                Notify(
+                    n.relname.decode(errors="replace"), n.extra.decode(errors="replace"), n.be_pid
+                )
+            )
 
 
 def _source_for(raw: Any, queue: deque[Notify]) -> _Source:

@@ -1,14 +1,13 @@
-"""The stored notifications of lockable history channels (the processing queue).
+"""The queue: stored notifications of lockable history channels (``Notification``).
 
 One row per change that a lockable channel's listeners still have to see. The history trigger
-inserts it in the same transaction as the change; a listener claims it with ``FOR UPDATE SKIP
-LOCKED`` and deletes it in the transaction in which the listeners' own writes commit. A row whose
-listeners keep failing is retried with backoff, then parked with its error.
+inserts it in the same transaction as the change (``sql/enqueue_v1.sql``); a worker claims it,
+runs the listeners and deletes it in the transaction in which their writes commit, or records a
+failed attempt and, after ``max_attempts``, parks it. Every statement on this table is in
+``queue``.
 """
 
 from __future__ import annotations
-
-from typing import Any
 
 from django.db import models
 from django.db.models import Q
@@ -16,6 +15,8 @@ from django.utils import timezone
 
 
 class State(models.TextChoices):
+    """Where a stored notification is: waiting for (or in the hands of) a worker, or parked."""
+
     PENDING = "pending", "pending"
     PARKED = "parked", "parked"
 
@@ -24,13 +25,15 @@ class Notification(models.Model):
     """A change waiting for (or parked by) the listeners of a lockable history channel."""
 
     id = models.BigAutoField(primary_key=True)
-    channel = models.CharField(max_length=63, help_text="Postgres channel (listen_safe_name).")
+    listen_name = models.CharField(
+        max_length=63, help_text="The channel's Postgres name (listen_safe_name())."
+    )
     model = models.CharField(max_length=200, help_text="app_label.ModelName at change time.")
     history_model = models.CharField(max_length=200)
     history_id = models.CharField(max_length=64)
     history_type = models.CharField(max_length=1)
-    object_key = models.CharField(max_length=255, help_text="Primary key of the changed object.")
-    migration = models.IntegerField(
+    object_id = models.CharField(max_length=255, help_text="Primary key of the changed object.")
+    migration_id_at_change = models.IntegerField(
         null=True, help_text="Latest django_migrations.id of the model's apps at change time."
     )
     context = models.JSONField(default=dict, blank=True)
@@ -55,22 +58,8 @@ class Notification(models.Model):
                 fields=["id"], name="psh_notification_pending", condition=Q(state="pending")
             ),
             # Per-object order: is an earlier notification of this object still open?
-            models.Index(fields=["channel", "object_key", "id"], name="psh_notification_object"),
+            models.Index(fields=["listen_name", "object_id", "id"], name="psh_notification_object"),
         ]
 
     def __str__(self) -> str:
-        return f"{self.history_model} {self.history_id} ({self.history_type}) on {self.channel}"
-
-    def as_payload(self) -> dict[str, Any]:
-        app, _, model = self.model.partition(".")
-        return {
-            "app": app,
-            "model": model,
-            "history_model": self.history_model,
-            "history_id": self.history_id,
-            "history_type": self.history_type,
-            "object_id": self.object_key,
-            "migration": self.migration,
-            "context": self.context,
-            "notification_id": self.id,
-        }
+        return f"{self.history_model} {self.history_id} ({self.history_type}) on {self.listen_name}"

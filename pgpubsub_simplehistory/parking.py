@@ -1,4 +1,5 @@
-"""Parked notifications: listing, retrying and purging them (what the commands and admin use)."""
+"""Parked notifications: selecting, retrying and purging them (the ``parked`` command, the
+admin). Thin over ``queue``."""
 
 from __future__ import annotations
 
@@ -6,11 +7,14 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from django.db import models, transaction
-from django.utils import timezone
-from pgpubsub.channel import locate_channel
 
+from . import queue
+from .channels import is_history_channel, locate
 from .exceptions import ChannelConfigurationError
-from .models import Notification, State
+from .models import Notification
+
+#: Rows updated or deleted per statement by :func:`retry` and :func:`purge`.
+CHUNK = 1000
 
 
 def parked(
@@ -19,26 +23,15 @@ def parked(
     ids: Sequence[int] = (),
     using: str = "default",
 ) -> models.QuerySet[Notification]:
-    """Parked notifications, optionally of some channels, models (``app.Model``) or ids."""
-    queryset = Notification.objects.using(using).filter(state=State.PARKED)
-    if channels:
-        names = []
-        for channel in channels:
-            try:
-                names.append(locate_channel(channel).listen_safe_name())
-            except Exception:
-                raise ChannelConfigurationError(f"channel {channel!r} not found") from None
-        queryset = queryset.filter(channel__in=names)
-    if models_:
-        queryset = queryset.filter(model__in=list(models_))
-    if ids:
-        queryset = queryset.filter(pk__in=list(ids))
-    ordered: models.QuerySet[Notification] = queryset.order_by("pk")
-    return ordered
-
-
-#: Rows updated or deleted per statement by :func:`retry` and :func:`purge`.
-CHUNK = 1000
+    """Parked notifications, optionally of some channels (classes or class paths), models
+    (``app.Model``) or ids."""
+    names = []
+    for channel in channels:
+        found = locate(channel)
+        if found is None or not is_history_channel(found):
+            raise ChannelConfigurationError(f"history channel {channel!r} not found")
+        names.append(found.listen_safe_name())
+    return queue.parked(names, models_, ids, using)
 
 
 def retry(
@@ -48,40 +41,30 @@ def retry(
 
     One transaction, in chunks of :data:`CHUNK` rows; ``on_chunk(n)`` reports each (progress).
     """
-    return _chunked(
-        queryset,
-        lambda chunk: chunk.update(state=State.PENDING, attempts=0, available_at=timezone.now()),
-        on_chunk,
-    )
+    return _chunked(queryset, queue.make_pending, on_chunk)
 
 
 def purge(
     queryset: models.QuerySet[Notification], on_chunk: Callable[[int], None] | None = None
 ) -> int:
-    """Delete parked notifications (their historical records stay: replay them if needed).
+    """Delete parked notifications (their history records stay: replay them if needed).
 
     One transaction, in chunks of :data:`CHUNK` rows; ``on_chunk(n)`` reports each (progress).
     """
-    return _chunked(queryset, lambda chunk: chunk.delete()[0], on_chunk)
+    return _chunked(queryset, queue.purge, on_chunk)
 
 
 def _chunked(
     queryset: models.QuerySet[Notification],
-    apply: Callable[[models.QuerySet[Notification]], int],
+    apply: Callable[[Sequence[int], str], int],
     on_chunk: Callable[[int], None] | None,
 ) -> int:
     total = 0
-    with transaction.atomic(using=queryset.db):
-        ids = list(
-            queryset.filter(state=State.PARKED)
-            .select_for_update(skip_locked=True)
-            .order_by("pk")
-            .values_list("pk", flat=True)
-        )
+    using = queryset.db
+    with transaction.atomic(using=using):
+        ids = queue.lock_parked_ids(queryset)
         for start in range(0, len(ids), CHUNK):
-            done = apply(
-                Notification.objects.using(queryset.db).filter(pk__in=ids[start : start + CHUNK])
-            )
+            done = apply(ids[start : start + CHUNK], using)
             total += done
             if on_chunk is not None:
                 on_chunk(done)

@@ -1,86 +1,162 @@
-"""``HistoricalRecords`` whose history row commits in the same transaction as the save.
+"""Loading history records: the SQL on history tables, prepared statements, row mapping.
 
-Django sends ``post_save`` after the save's own atomic block has closed, so in autocommit
-django-simple-history writes the historical row in a second transaction: if that insert fails,
-the change is committed without history and without a notification. This subclass wraps the
-model's ``save_base`` in ``transaction.atomic(savepoint=False)``: inside a caller's transaction it
-costs nothing, in autocommit it turns two commits into one.
-
-Deletes and m2m changes need nothing: Django already sends their signals inside its atomic block.
+A record is a row of a ``HistoricalX`` table. The worker loads a batch's records with, for each
+update, the object's record before it, in one query per channel (a statement prepared once per
+connection); replay and the admin load through the same functions. "Before" is the same object's
+latest record below it in ``(history_date, history_id)`` order.
 """
 
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable
+from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
-from django.db import models, router, transaction
-from simple_history.models import HistoricalRecords as _SimpleHistoricalRecords
+from django.core.exceptions import ValidationError
+from django.db import connections, models
 
-from ._simple_history import cache_history_manager
+from . import _prepared
+from ._rows import fetch_instances, fetch_tagged
+from ._sql import identifier
 
-#: Marker set on the wrapping ``save_base`` function.
-ATOMIC_SAVE_MARKER = "_pgpubsub_simplehistory_atomic_save"
+
+@dataclass(frozen=True)
+class LoadedRecords:
+    """History records loaded together (see :func:`load_records`)."""
+
+    #: The records, by primary key.
+    records: dict[Any, Any]
+    #: For each update among them, by its primary key: the object's record before it (``None``
+    #: when there is none).
+    previous: dict[Any, Any]
 
 
-class HistoricalRecords(_SimpleHistoricalRecords):  # type: ignore[misc]
-    """django-simple-history's ``HistoricalRecords`` with atomic saves.
+def load_records(
+    history_model: type[models.Model],
+    object_attname: str,
+    history_ids: Sequence[Any],
+    using: str = "default",
+    *,
+    prepared: bool = False,
+) -> LoadedRecords:
+    """The records of ``history_model`` with these ids (malformed or missing ones are absent)
+    and, for each update among them, the object's record before it: one query (a prepared
+    statement of the connection when ``prepared``, see ``_prepared``).
 
-    Use it exactly like the original; only the import changes::
-
-        from pgpubsub_simplehistory import HistoricalRecords
-
-        class Order(models.Model):
-            history = HistoricalRecords()
-
-    A save, its historical record and the notification written by the history trigger then
-    commit together or not at all, also when the caller opened no transaction. The ``history``
-    manager class is built once per model rather than on every access (simple-history reads it
-    on every save), which makes a tracked save cheaper.
+    ``object_attname`` is the attribute of a record holding the object's primary key.
     """
-
-    def finalize(self, sender: type[models.Model], **kwargs: Any) -> None:
-        super().finalize(sender, **kwargs)
-        if sender._meta.abstract or not _tracked_by(self, sender):
-            return
-        make_saves_atomic(sender)
-        cache_history_manager(sender, self.manager_name)
-        _configs[sender] = self
-
-
-#: The HistoricalRecords of each model tracked with this subclass (used by the system checks).
-_configs: dict[type[models.Model], HistoricalRecords] = {}
-
-
-def history_written_with_model(model: type[models.Model]) -> bool:
-    """True when the model's history rows go to the database its rows are saved on."""
-    records = _configs.get(model)
-    return bool(records is not None and records.use_base_model_db)
-
-
-def _tracked_by(records: HistoricalRecords, sender: type[models.Model]) -> bool:
-    if getattr(sender._meta, "simple_history_manager_attribute", None) != records.manager_name:
-        return False
-    return sender is records.cls or (records.inherit and issubclass(sender, records.cls))
-
-
-def make_saves_atomic(model: type[models.Model]) -> None:
-    """Wrap ``model.save_base`` so that ``post_save`` receivers run in the save's transaction."""
-    original: Callable[..., Any] = model.save_base
-    if getattr(original, ATOMIC_SAVE_MARKER, False):
-        return  # inherited from a parent that is already wrapped
-
-    @functools.wraps(original)
-    def save_base(self: models.Model, *args: Any, using: str | None = None, **kw: Any) -> Any:
-        using = using or router.db_for_write(self.__class__, instance=self)
-        with transaction.atomic(using=using, savepoint=False):
-            return original(self, *args, using=using, **kw)
-
-    setattr(save_base, ATOMIC_SAVE_MARKER, True)
-    model.save_base = save_base  # type: ignore[method-assign]
+    pk = history_model._meta.pk
+    assert pk is not None
+    ids = []
+    for value in history_ids:
+        try:
+            ids.append(pk.to_python(value))
+        except ValidationError:
+            continue
+    if not ids:
+        return LoadedRecords({}, {})
+    single = len(ids) == 1
+    sql = _records_sql(history_model, object_attname, single)
+    if prepared:
+        pk_type = _pk_db_type(history_model, using)
+        sql = _prepared.execute_sql(using, sql, [pk_type if single else f"{pk_type}[]"])
+    rows: list[tuple[Any, Any]] = fetch_tagged(
+        history_model, sql, [ids[0] if single else ids], using, _PREVIOUS_OF
+    )
+    records = {record.pk: record for previous_of, record in rows if previous_of is None}
+    previous: dict[Any, Any] = {
+        key: None for key, record in records.items() if record.history_type == "~"
+    }
+    for previous_of, record in rows:
+        if previous_of is not None:
+            previous[pk.to_python(previous_of)] = record
+    return LoadedRecords(records, previous)
 
 
-def saves_are_atomic(model: type[models.Model]) -> bool:
-    """True when saves of ``model`` commit together with their historical record."""
-    return bool(getattr(model.save_base, ATOMIC_SAVE_MARKER, False))
+def previous_record(record: Any, object_attname: str, using: str = "default") -> Any:
+    """The same object's record just before ``record`` (None when there is none).
+
+    Unlike simple-history's ``prev_record`` this does not skip records that share a timestamp.
+    One indexed query (simple-history indexes the object column), compared as a row value.
+    """
+    history_model: type[models.Model] = type(record)
+    found = fetch_instances(
+        history_model,
+        _previous_sql(history_model, object_attname),
+        [getattr(record, object_attname), record.history_date, record.pk],
+        using,
+    )
+    return found[0] if found else None
+
+
+def forget_prepared(using: str) -> None:
+    """Stop using the statements prepared on the current connection (after a failure: a
+    migration may have changed a history table's columns)."""
+    _prepared.forget(using)
+
+
+_PREVIOUS_OF = "psh_previous_of"
+
+
+@functools.cache
+def _pk_db_type(history_model: type[models.Model], using: str) -> str:
+    """The SQL type of the history model's primary key (``rel_db_type`` builds a field)."""
+    pk = history_model._meta.pk
+    assert pk is not None
+    return str(pk.rel_db_type(connections[using]))
+
+
+@functools.cache
+def _records_sql(history_model: type[models.Model], attname: str, single: bool) -> str:
+    """The records with the id ``%s`` (``single``) or whose ids are in the array ``%s``, then
+    each update's previous record tagged with its id.
+
+    In the array form each id is looked up on its own (a lateral subquery kept apart by
+    ``OFFSET 0``): with ``= ANY(array)`` a history table that grew since it was last analyzed is
+    read in full. The single form plans faster (the worker's path for one waiting notification).
+    """
+    table, obj, date, pk = _sql_names(history_model, attname)
+    if single:
+        records = f"SELECT * FROM {table} WHERE {pk} = %s"
+    else:
+        records = (
+            "SELECT h.* FROM unnest(%s) AS ids(id) CROSS JOIN LATERAL ("
+            f"SELECT * FROM {table} WHERE {pk} = ids.id OFFSET 0) h"
+        )
+    before_cur = _before(obj, date, pk, f"cur.{obj}", f"cur.{date}", f"cur.{pk}")
+    return (
+        f"WITH cur AS ({records}) "
+        f"SELECT cur.*, NULL AS {_PREVIOUS_OF} FROM cur UNION ALL "
+        f"SELECT p.*, cur.{pk} FROM cur CROSS JOIN LATERAL ("
+        f"SELECT * FROM {table} {before_cur}) p "
+        "WHERE cur.history_type = '~'"
+    )
+
+
+@functools.cache
+def _previous_sql(history_model: type[models.Model], attname: str) -> str:
+    table, obj, date, pk = _sql_names(history_model, attname)
+    return f"SELECT * FROM {table} {_before(obj, date, pk, '%s', '%s', '%s')}"
+
+
+def _before(obj: str, date: str, pk: str, of_obj: str, of_date: str, of_pk: str) -> str:
+    """The filter and order that pick the record just before (of_obj, of_date, of_pk): the same
+    object, the latest ``(history_date, history_id)`` below it."""
+    return (
+        f"WHERE {obj} = {of_obj} AND ({date}, {pk}) < ({of_date}, {of_pk}) "
+        f"ORDER BY {date} DESC, {pk} DESC LIMIT 1"
+    )
+
+
+def _sql_names(history_model: type[models.Model], attname: str) -> tuple[str, str, str, str]:
+    """Quoted table, object column, history_date column and primary key column."""
+    meta = history_model._meta
+    assert meta.pk is not None
+    columns = {f.attname: str(f.column) for f in meta.concrete_fields}
+    return (
+        identifier(meta.db_table),
+        identifier(columns[attname]),
+        identifier(columns["history_date"]),
+        identifier(meta.pk.column),
+    )

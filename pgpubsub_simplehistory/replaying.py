@@ -1,16 +1,16 @@
-"""Replay: run the listeners again for chosen historical records.
+"""Replay: run the listeners again for chosen history records.
 
 The history table is a durable log of every change: replay selects records of one model, resolves
-each exactly as the listener does (same ``old``/``new``, same metadata, ``event.replayed`` True)
-and runs the subscribed listeners, each record in its own transaction, in history order. Records
-are streamed, so memory does not grow with their number. Replay is at-least-once by nature:
-listeners should be idempotent.
+each exactly as the worker does (same ``old``/``new``, same metadata, ``event.replayed`` True)
+through the same loader, resolution and dispatch, and runs the subscribed listeners, each record
+in its own transaction, in history order. Records are read in chunks (each chunk's previous
+records in one query), so memory does not grow with their number. Replay is at-least-once by
+nature: listeners should be idempotent.
 """
 
 from __future__ import annotations
 
 import datetime
-import logging
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -20,18 +20,22 @@ from django.core.exceptions import ValidationError
 from django.db import models, transaction
 from django.utils import timezone
 from django.utils.dateparse import parse_date, parse_datetime
-from pgpubsub.channel import locate_channel
+from simple_history.exceptions import NotHistoricalModelError
 
-from .channel import HistoryTriggerChannel, is_history_channel
+from . import registry
+from .channels import is_history_channel, locate
+from .dispatch import dispatch
+from .event import MigrationTimeline
 from .exceptions import PgpubsubSimplehistoryError
-from .history_models import history_model_of
+from .history_models import history_model_of, object_attname
 from .models import Notification
-from .resolution import object_attname, resolve_record, resolve_stored
-from .subscribe import Subscription, history_channels
+from .records import load_records
+from .registry import HISTORY_TYPES, Subscription
+from .resolution import resolve_record, resolve_stored
+from .settlement import logger
 
-logger = logging.getLogger("pgpubsub_simplehistory")
-
-HISTORY_TYPES = ("+", "~", "-")
+#: Records read (and their previous records loaded) at once.
+CHUNK = 500
 
 
 class ReplayError(PgpubsubSimplehistoryError):
@@ -40,7 +44,7 @@ class ReplayError(PgpubsubSimplehistoryError):
 
 @dataclass(frozen=True)
 class ReplayItem:
-    """One historical record and the listeners it will be (or was) delivered to."""
+    """One history record and the listeners it will be (or was) delivered to."""
 
     history_id: Any
     history_type: str
@@ -51,6 +55,8 @@ class ReplayItem:
 
 @dataclass
 class ReplayResult:
+    """What a replay did."""
+
     replayed: int = 0
     failed: int = 0
     skipped: int = 0
@@ -77,20 +83,35 @@ class ReplayPlan:
     def count(self) -> int:
         return self.queryset.count()
 
-    def items(self) -> Iterator[tuple[Any, ReplayItem]]:
+    def items(self) -> Iterator[tuple[Any, Any, ReplayItem]]:
+        """``(record, previous record or None, item)`` in history order."""
         attname = object_attname(self.history_model, self.model)
-        for record in self.queryset.iterator(chunk_size=500):
+        chunk: list[Any] = []
+        for record in self.queryset.iterator(chunk_size=CHUNK):
+            chunk.append(record)
+            if len(chunk) >= CHUNK:
+                yield from self._chunk(chunk, attname)
+                chunk = []
+        if chunk:
+            yield from self._chunk(chunk, attname)
+
+    def _chunk(self, records: list[Any], attname: str) -> Iterator[tuple[Any, Any, ReplayItem]]:
+        updates = [r.pk for r in records if r.history_type == "~"]
+        previous = (
+            load_records(self.history_model, attname, updates, self.using).previous
+            if updates
+            else {}
+        )
+        for record in records:
             subs = tuple(s for s in self.subscriptions if s.accepts(record.history_type))
-            yield (
-                record,
-                ReplayItem(
-                    history_id=record.pk,
-                    history_type=record.history_type,
-                    history_date=record.history_date,
-                    object_id=getattr(record, attname),
-                    subscriptions=subs,
-                ),
+            item = ReplayItem(
+                history_id=record.pk,
+                history_type=record.history_type,
+                history_date=record.history_date,
+                object_id=getattr(record, attname),
+                subscriptions=subs,
             )
+            yield record, previous.get(record.pk), item
 
 
 def plan_replay(
@@ -101,7 +122,7 @@ def plan_replay(
     until: str | datetime.datetime | None = None,
     object_ids: Sequence[Any] = (),
     history_types: Sequence[str] = (),
-    channel: str | type[HistoryTriggerChannel] | None = None,
+    channel: str | type[Any] | None = None,
     listener: str | Callable[..., Any] | None = None,
     select_all: bool = False,
     using: str = "default",
@@ -154,7 +175,7 @@ def replay(
     on_item: Callable[[ReplayItem, str], None] | None = None,
     **selection: Any,
 ) -> ReplayResult:
-    """Re-deliver historical records of ``model`` to their channels' listeners.
+    """Re-deliver history records of ``model`` to their channels' listeners.
 
     ``selection`` takes the keyword arguments of :func:`plan_replay` (``since``, ``until``,
     ``object_ids``, ``history_types``, ``channel``, ``listener``, ``select_all``, ``using``).
@@ -175,15 +196,17 @@ def run_plan(
     stop_on_error: bool = False,
     on_item: Callable[[ReplayItem, str], None] | None = None,
 ) -> ReplayResult:
+    """Run a validated replay (see :func:`replay`)."""
     result = ReplayResult()
-    for record, item in plan.items():
+    timeline = MigrationTimeline(plan.using, plan.model)
+    for record, previous, item in plan.items():
         if dry_run:
             outcome = "dry-run"
         elif not item.subscriptions:
             result.skipped += 1
             outcome = "skipped"
         else:
-            outcome = _replay_one(plan, record, item, result)
+            outcome = _replay_one(plan, record, previous, item, timeline, result)
         if on_item is not None:
             on_item(item, outcome)
         if outcome == "failed" and stop_on_error:
@@ -191,16 +214,29 @@ def run_plan(
     return result
 
 
-def _replay_one(plan: ReplayPlan, record: Any, item: ReplayItem, result: ReplayResult) -> str:
+def _replay_one(
+    plan: ReplayPlan,
+    record: Any,
+    previous: Any,
+    item: ReplayItem,
+    timeline: MigrationTimeline,
+    result: ReplayResult,
+) -> str:
+    by_channel: dict[type[Any], list[Subscription]] = {}
+    for subscription in item.subscriptions:
+        by_channel.setdefault(subscription.channel, []).append(subscription)
     try:
         with transaction.atomic(using=plan.using):
-            by_channel: dict[type[HistoryTriggerChannel], list[Subscription]] = {}
-            for subscription in item.subscriptions:
-                by_channel.setdefault(subscription.channel, []).append(subscription)
             for channel, subscriptions in by_channel.items():
-                change = resolve_record(channel, record, using=plan.using, replayed=True)
-                for subscription in subscriptions:
-                    subscription.call(change)
+                change = resolve_record(
+                    channel,
+                    record,
+                    using=plan.using,
+                    migration_id=timeline.as_of(record.history_date),
+                    replayed=True,
+                    previous=previous,
+                )
+                dispatch(change, subscriptions)
     except Exception as exc:
         logger.exception(
             "replay of %s history_id=%s failed", plan.history_model._meta.label, item.history_id
@@ -213,14 +249,12 @@ def _replay_one(plan: ReplayPlan, record: Any, item: ReplayItem, result: ReplayR
 
 
 def replay_notification(notification: Notification) -> None:
-    """Run the listeners of a stored notification's channel again for its historical record.
+    """Run the listeners of a stored notification's channel again for its history record.
 
-    In one transaction, ``event.replayed`` True; the stored notification itself is untouched.
-    Raises the listener's exception, or a :class:`PgpubsubSimplehistoryError` when the record
-    cannot be resolved.
+    In one transaction, ``event.replayed`` True, with the notification's context; the stored
+    notification itself is untouched. Raises the listener's exception, or a
+    :class:`PgpubsubSimplehistoryError` when the record cannot be resolved.
     """
-    from .processing import dispatch
-
     with transaction.atomic(using=notification._state.db or "default"):
         dispatch(resolve_stored(notification, replayed=True))
 
@@ -235,26 +269,22 @@ def _model(model: str | type[models.Model]) -> type[models.Model]:
 
 
 def _history_model(model: type[models.Model]) -> type[models.Model]:
-    from simple_history.exceptions import NotHistoricalModelError
-
     try:
-        history = history_model_of(model)
+        return history_model_of(model)
     except NotHistoricalModelError:
         raise ReplayError(f"{model._meta.label} has no history (HistoricalRecords)") from None
-    return history
 
 
 def _subscriptions(
     model: type[models.Model],
-    channel: str | type[HistoryTriggerChannel] | None,
+    channel: str | type[Any] | None,
     listener: str | Callable[..., Any] | None,
 ) -> tuple[Subscription, ...]:
-    channels = [c for c in history_channels() if c.tracked_model() is model]
+    channels = [c for c in registry.subscribed_channels() if c.model is model]
     if channel is not None:
-        try:
-            wanted = locate_channel(channel)
-        except Exception:
-            raise ReplayError(f"channel {channel!r} not found") from None
+        wanted = locate(channel)
+        if wanted is None:
+            raise ReplayError(f"channel {channel!r} not found")
         if not is_history_channel(wanted) or wanted not in channels:
             raise ReplayError(
                 f"channel {getattr(wanted, '__qualname__', wanted)} does not publish "

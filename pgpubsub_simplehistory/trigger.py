@@ -1,11 +1,17 @@
-"""The Postgres trigger installed on a historical table, through django-pgtrigger.
+"""The trigger on a history table: every SQL statement it runs is rendered here.
 
-One trigger per channel, ``AFTER INSERT`` on the ``HistoricalX`` table, firing only for the history
-types the channel's listeners subscribe to. It builds a small payload that points at the
-historical row (never its columns, so it stays far below NOTIFY's 8000-byte limit), stores it for
-lockable channels (in ``pgpubsub_simplehistory_notification``), and NOTIFYs. ``makemigrations``
-writes it into the app's migrations and ``migrate`` installs it, like every django-pgtrigger
-trigger.
+One trigger per channel, ``AFTER INSERT`` on the ``HistoricalX`` table, for the history types the
+channel declares (``HistoryTriggerChannel.history_types``; never for what listeners subscribe
+to, so that adding a listener cannot silently change what is stored). It points at the new
+record, never copies its columns:
+
+* a lockable channel calls ``pgpubsub_simplehistory_enqueue_v1`` (``sql/enqueue_v1.sql``, owned by
+  ``queue``), which stores the notification and wakes the workers, so that the queue table can
+  change under a trigger already migrated into an application;
+* any other channel NOTIFYs the pointer (at most once, as in django-pgpubsub).
+
+``makemigrations`` writes the trigger into the application's migrations and ``migrate``
+installs it, like every django-pgtrigger trigger.
 """
 
 from __future__ import annotations
@@ -14,24 +20,14 @@ from typing import TYPE_CHECKING, Any
 
 import pgtrigger
 
-from . import _pgpubsub
+from ._pgpubsub import CONTEXT_SETTING
+from ._sql import identifier, literal
 from .history_models import migration_apps
 
 if TYPE_CHECKING:
-    from .channel import HistoryTriggerChannel
+    from .channels import HistoryTriggerChannel
 
 _ALL_TYPES = ("+", "-", "~")
-
-#: Where lockable channels store their notifications (``models.Notification``).
-QUEUE_TABLE = "pgpubsub_simplehistory_notification"
-
-
-def _literal(value: str) -> str:
-    return "'" + value.replace("'", "''") + "'"
-
-
-def _ident(value: str) -> str:
-    return '"' + value.replace('"', '""') + '"'
 
 
 def _compact(sql: str) -> str:
@@ -49,55 +45,73 @@ class HistoryNotify(pgtrigger.Trigger):
         super().__init__(name=channel.listen_safe_name())
 
     def get_condition(self, model: Any) -> pgtrigger.Condition | None:  # type: ignore[override]
-        types = sorted(self.channel.history_types())
+        types = sorted(set(self.channel.history_types))
         if not types or tuple(types) == _ALL_TYPES:
             return None
-        return pgtrigger.Condition(f"NEW.history_type IN ({', '.join(_literal(t) for t in types)})")
+        return pgtrigger.Condition(f"NEW.history_type IN ({', '.join(literal(t) for t in types)})")
 
     def get_declare(self, model: Any) -> list[tuple[str, str]]:
-        return [("payload", "jsonb"), ("notification_id", "bigint")]
+        return declare(self.channel.lock_notifications)
 
     def get_func(self, model: Any) -> str:
         tracked = self.channel.tracked_model()
-        history_pk = model._meta.pk.column
-        object_id = model._meta.get_field(tracked._meta.pk.name).column
-        apps = migration_apps(tracked)
-        channel = _literal(str(self.name))
-        build = f"""
-            payload := jsonb_build_object(
-                'app', {_literal(str(tracked._meta.app_label))},
-                'model', {_literal(str(tracked._meta.object_name))},
-                'history_model', {_literal(model._meta.label)},
-                'history_id', NEW.{_ident(history_pk)},
-                'history_type', NEW.history_type,
-                'object_id', NEW.{_ident(object_id)},
-                'migration', (
-                    SELECT max(id) FROM django_migrations
-                    WHERE app IN ({", ".join(_literal(a) for a in apps)})
-                ),
-                'context', COALESCE(
-                    NULLIF(current_setting({_literal(_pgpubsub.CONTEXT_SETTING)}, true), ''),
-                    '{{}}'
-                )::jsonb
+        return render(
+            listen_name=str(self.name),
+            lockable=self.channel.lock_notifications,
+            model=str(tracked._meta.label),
+            history_model=str(model._meta.label),
+            history_id_column=str(model._meta.pk.column),
+            object_id_column=str(model._meta.get_field(tracked._meta.pk.name).column),
+            apps=migration_apps(tracked),
+        )
+
+
+def declare(lockable: bool) -> list[tuple[str, str]]:
+    """The trigger function's variables."""
+    return [] if lockable else [("payload", "jsonb")]
+
+
+def render(
+    *,
+    listen_name: str,
+    lockable: bool,
+    model: str,
+    history_model: str,
+    history_id_column: str,
+    object_id_column: str,
+    apps: list[str],
+) -> str:
+    """The body of the trigger function of one channel on one history table."""
+    history_id = f"NEW.{identifier(history_id_column)}"
+    object_id = f"NEW.{identifier(object_id_column)}"
+    in_apps = ", ".join(literal(a) for a in apps)
+    migration = f"(SELECT max(id) FROM django_migrations WHERE app IN ({in_apps}))"
+    context = f"current_setting({literal(CONTEXT_SETTING)}, true)"
+    if lockable:
+        return _compact(
+            f"""
+            PERFORM pgpubsub_simplehistory_enqueue_v1(
+                {literal(listen_name)}, {literal(model)}, {literal(history_model)},
+                {history_id}::text, NEW.history_type, {object_id}::text,
+                {migration}, {context}
             );
-        """
-        if self.channel.lock_notifications:
-            notify = f"""
-                INSERT INTO {_ident(QUEUE_TABLE)} (
-                    channel, model, history_model, history_id, history_type, object_key,
-                    migration, context, created_at, state, attempts, available_at,
-                    last_error, last_traceback
-                ) VALUES (
-                    {channel}, payload->>'app' || '.' || (payload->>'model'),
-                    payload->>'history_model', payload->>'history_id', NEW.history_type,
-                    payload->>'object_id', (payload->>'migration')::integer,
-                    payload->'context', now(), 'pending', 0, now(), '', ''
-                ) RETURNING id INTO notification_id;
-                PERFORM pg_notify(
-                    {channel},
-                    (payload || jsonb_build_object('notification_id', notification_id))::text
-                );
+            RETURN NULL;
             """
-        else:
-            notify = f"PERFORM pg_notify({channel}, payload::text);"
-        return _compact(build + notify + "RETURN NULL;")
+        )
+    app, _, object_name = model.partition(".")
+    return _compact(
+        f"""
+        payload := jsonb_build_object(
+            'app', {literal(app)},
+            'model', {literal(object_name)},
+            'history_model', {literal(history_model)},
+            'history_id', {history_id},
+            'history_type', NEW.history_type,
+            'object_id', {object_id},
+            'migration_id_at_change', {migration},
+            'context', COALESCE(NULLIF({context}, ''), '{{}}')::jsonb
+        );
+        PERFORM pg_notify({literal(listen_name)}, payload::text);
+        RETURN NULL;
+        """
+    )

@@ -14,13 +14,13 @@ from urllib.parse import quote
 import pytest
 from django.db import connection
 
-from pgpubsub_simplehistory import Listener
+from pgpubsub_simplehistory import Worker
 
 ROOT = Path(__file__).resolve().parent.parent
 MANAGE = ROOT / "testproject" / "manage.py"
 
 
-class DrainingListener(Listener):
+class DrainingWorker(Worker):
     def drain(self, quiet: float = 0.3, timeout: float = 10.0) -> int:
         """Process notifications until none arrives for ``quiet`` seconds."""
         handled = 0
@@ -37,8 +37,18 @@ class DrainingListener(Listener):
 
 
 @pytest.fixture
-def listener(transactional_db: None) -> Iterator[DrainingListener]:
-    lst = DrainingListener(sweep_interval=3600)
+def isolated_registry() -> Iterator[None]:
+    """Channels and subscriptions declared by the test are forgotten afterwards (and their
+    triggers unregistered from django-pgtrigger)."""
+    from pgpubsub_simplehistory import _pgtrigger, registry
+
+    with registry.isolated(), _pgtrigger.isolated():
+        yield
+
+
+@pytest.fixture
+def worker(transactional_db: None) -> Iterator[DrainingWorker]:
+    lst = DrainingWorker(sweep_interval=3600)
     lst.start()
     yield lst
     lst.close()

@@ -50,10 +50,10 @@ def post_action(client: Client, action: str, rows: list[Notification], **extra: 
 @pytest.fixture
 def parked_and_pending() -> tuple[Notification, Notification]:
     bad, good = OrderFactory(status="explode"), OrderFactory(status="fine")
-    parked = Notification.objects.get(model="shop.Order", object_key=str(bad.pk))
+    parked = Notification.objects.get(model="shop.Order", object_id=str(bad.pk))
     parked.state, parked.attempts, parked.last_error = "parked", 5, "RuntimeError: refuses"
     parked.save()
-    pending = Notification.objects.get(model="shop.Order", object_key=str(good.pk))
+    pending = Notification.objects.get(model="shop.Order", object_id=str(good.pk))
     return parked, pending
 
 

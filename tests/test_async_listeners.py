@@ -14,7 +14,7 @@ from testproject.shop.channels import OrderChannel
 from testproject.shop.factories import OrderFactory
 from testproject.shop.models import Order, ReceivedEvent
 
-from .conftest import DrainingListener
+from .conftest import DrainingWorker
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -37,7 +37,7 @@ def async_listener(transactional_db: None, monkeypatch: pytest.MonkeyPatch) -> I
             raise RuntimeError("async listener refuses")
 
     post_save_listener(OrderChannel)(on_order)
-    lst = DrainingListener(sweep_interval=3600)
+    lst = DrainingWorker(sweep_interval=3600)
     lst.start()
     yield lst
     lst.close()

@@ -101,4 +101,4 @@ def test_plain_simple_history_commits_the_change_without_history(failing_auditno
 def test_successful_save_commits_model_history_and_notification_once():
     order = OrderFactory()
     assert order.history.count() == 1
-    assert Notification.objects.filter(object_key=str(order.pk)).count() == 1
+    assert Notification.objects.filter(object_id=str(order.pk)).count() == 1

@@ -26,9 +26,9 @@ def errors(caplog: pytest.LogCaptureFixture) -> list[str]:
     return [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
 
 
-def assert_still_running(listener) -> None:
+def assert_still_running(worker) -> None:
     CustomerFactory(name="after the bad one")
-    listener.drain()
+    worker.drain()
     assert ReceivedEvent.objects.filter(new__name="after the bad one").exists()
 
 
@@ -45,16 +45,16 @@ def assert_still_running(listener) -> None:
         ),
     ],
 )
-def test_payload_that_is_not_ours(listener, caplog, payload, expected):
+def test_payload_that_is_not_ours(worker, caplog, payload, expected):
     notify(CustomerChannel.listen_safe_name(), payload)
-    listener.drain()
+    worker.drain()
     (message,) = errors(caplog)
     assert CustomerChannel.name() in message
     assert expected in message
-    assert_still_running(listener)
+    assert_still_running(worker)
 
 
-def test_unknown_model(listener, caplog):
+def test_unknown_model(worker, caplog):
     payload = {
         "app": "warehouse",
         "model": "Crate",
@@ -63,17 +63,17 @@ def test_unknown_model(listener, caplog):
         "history_type": "+",
     }
     notify(CustomerChannel.listen_safe_name(), json.dumps(payload))
-    listener.drain()
+    worker.drain()
     (message,) = errors(caplog)
     assert "warehouse.Crate" in message and "history_id=5" in message
     assert "app 'warehouse' is not installed" in message
     assert CustomerChannel.name() in message
-    assert_still_running(listener)
+    assert_still_running(worker)
 
 
-def test_payload_of_another_model_on_a_channel(listener, caplog):
+def test_payload_of_another_model_on_a_channel(worker, caplog):
     order = OrderFactory()
-    listener.drain()
+    worker.drain()
     payload = {
         "app": "shop",
         "model": "Order",
@@ -82,66 +82,66 @@ def test_payload_of_another_model_on_a_channel(listener, caplog):
         "history_type": "+",
     }
     notify(CustomerChannel.listen_safe_name(), json.dumps(payload))
-    listener.drain()
+    worker.drain()
     (message,) = errors(caplog)
     assert "shop.HistoricalOrder" in message and CustomerChannel.name() in message
 
 
-def test_history_row_gone_keeps_the_stored_notification(listener, caplog):
+def test_history_row_gone_keeps_the_stored_notification(worker, caplog):
     order = OrderFactory()
     record = order.history.get()
     order.history.all().delete()  # e.g. clean_old_history ran before the listener
-    listener.drain()
+    worker.drain()
     (message,) = errors(caplog)
     assert f"history_id={record.pk}" in message
     assert OrderChannel.name() in message
     assert "shop.Order" in message
     assert "no longer exists" in message
-    stored = Notification.objects.get(channel=OrderChannel.listen_safe_name())
+    stored = Notification.objects.get(listen_name=OrderChannel.listen_safe_name())
     assert stored.history_id == str(record.pk)
     assert stored.state == "parked"  # will never resolve: parked at once, with its error
     assert "no longer exists" in stored.last_error
-    assert_still_running(listener)
+    assert_still_running(worker)
 
 
-def test_unknown_channel_is_logged(listener, caplog):
-    listen = listener._source.raw.cursor()  # a channel no registered class answers to
+def test_unknown_channel_is_logged(worker, caplog):
+    listen = worker._source.raw.cursor()  # a channel no registered class answers to
     listen.execute('LISTEN "pgpubsub_fffff"')
     listen.close()
     notify("pgpubsub_fffff", "{}")
-    listener.drain()
+    worker.drain()
     assert any("unknown channel pgpubsub_fffff" in m for m in errors(caplog))
-    assert_still_running(listener)
+    assert_still_running(worker)
 
 
-def test_failing_listener_rolls_back_and_keeps_the_notification_for_retry(listener, caplog):
+def test_failing_listener_rolls_back_and_keeps_the_notification_for_retry(worker, caplog):
     order = OrderFactory(status="explode")
-    listener.drain()
+    worker.drain()
     assert not ReceivedEvent.objects.filter(object_id=str(order.pk)).exists()
-    stored = Notification.objects.get(channel=OrderChannel.listen_safe_name())
+    stored = Notification.objects.get(listen_name=OrderChannel.listen_safe_name())
     assert (stored.state, stored.attempts) == ("pending", 1)
     assert "listener refuses order" in stored.last_error
     assert "RuntimeError" in stored.last_traceback
     assert stored.available_at > timezone.now()  # backoff: not retried at once
     (message,) = errors(caplog)
     assert "listener failed" in message and f"history_id={order.history.get().pk}" in message
-    listener.sweep()
+    worker.sweep()
     assert Notification.objects.get(pk=stored.pk).attempts == 1
-    assert_still_running(listener)
+    assert_still_running(worker)
 
 
-def test_invalid_stored_notification_is_parked_and_logged(listener, caplog):
+def test_invalid_stored_notification_is_parked_and_logged(worker, caplog):
     bogus = Notification.objects.create(
-        channel=OrderChannel.listen_safe_name(),
+        listen_name=OrderChannel.listen_safe_name(),
         model="shop.Order",
         history_model="shop.HistoricalOrder",
         history_id="not-a-number",
         history_type="+",
-        object_key="1",
+        object_id="1",
     )
-    listener.sweep()
+    worker.sweep()
     (message,) = errors(caplog)
     assert f"notification {bogus.pk}" in message and OrderChannel.name() in message
     assert "'not-a-number' is not a valid primary key of shop.HistoricalOrder" in message
     assert Notification.objects.get(pk=bogus.pk).state == "parked"
-    assert_still_running(listener)
+    assert_still_running(worker)

@@ -27,13 +27,13 @@ def received(listener_name: str) -> list[ReceivedEvent]:
     return list(ReceivedEvent.objects.filter(listener=listener_name))
 
 
-def test_insert_update_delete_give_old_and_new(listener):
+def test_insert_update_delete_give_old_and_new(worker):
     order = OrderFactory(total=Decimal("12.50"))
     order.status = "paid"
     order.save()
     order_id = order.pk
     order.delete()
-    listener.drain()
+    worker.drain()
 
     saved = received("on_order_saved")
     assert [e.history_type for e in saved] == ["+", "~"]
@@ -51,32 +51,32 @@ def test_insert_update_delete_give_old_and_new(listener):
         assert snap["_db"] == "default"
 
 
-def test_lockable_notification_is_stored_then_deleted_when_processed(listener):
+def test_lockable_notification_is_stored_then_deleted_when_processed(worker):
     order = OrderFactory()
-    stored = Notification.objects.get(channel=OrderChannel.listen_safe_name())
+    stored = Notification.objects.get(listen_name=OrderChannel.listen_safe_name())
     assert stored.history_type == "+"
-    assert stored.object_key == str(order.pk)
+    assert stored.object_id == str(order.pk)
     assert (stored.model, stored.history_model) == ("shop.Order", "shop.HistoricalOrder")
     assert stored.history_id == str(order.history.get().history_id)
     assert stored.state == "pending" and stored.attempts == 0
-    listener.drain()
-    assert not Notification.objects.filter(channel=OrderChannel.listen_safe_name()).exists()
+    worker.drain()
+    assert not Notification.objects.filter(listen_name=OrderChannel.listen_safe_name()).exists()
     assert len(received("on_order_saved")) == 1
 
 
-def test_non_lockable_channel_stores_nothing(listener):
+def test_non_lockable_channel_stores_nothing(worker):
     CustomerFactory()
-    assert not Notification.objects.filter(channel=CustomerChannel.listen_safe_name()).exists()
-    listener.drain()
+    assert not Notification.objects.filter(listen_name=CustomerChannel.listen_safe_name()).exists()
+    worker.drain()
     assert len(received("on_customer_created")) == 1
 
 
-def test_each_decorator_gets_only_its_operation(listener):
+def test_each_decorator_gets_only_its_operation(worker):
     customer = CustomerFactory(name="a")
     customer.name = "b"
     customer.save()
     customer.delete()
-    listener.drain()
+    worker.drain()
     assert [(e.history_type, e.new["name"]) for e in received("on_customer_created")] == [
         ("+", "a")
     ]
@@ -86,52 +86,52 @@ def test_each_decorator_gets_only_its_operation(listener):
     assert ReceivedEvent.objects.filter(history_type="-").count() == 0
 
 
-def test_trigger_condition_skips_unsubscribed_history_types(listener):
+def test_trigger_condition_skips_unsubscribed_history_types(worker):
     customer = CustomerFactory()
-    listener.drain()
+    worker.drain()
     customer.delete()
-    assert listener.process_available(timeout=0.5) == 0
+    assert worker.process_available(timeout=0.5) == 0
 
 
-def test_several_decorators_on_one_channel_all_fire(listener):
+def test_several_decorators_on_one_channel_all_fire(worker):
     product = ProductFactory()
     product.name = "renamed"
     product.save()
     product.delete()
     order = OrderFactory()
     order.delete()
-    listener.drain()
+    worker.drain()
     assert [e.history_type for e in received("on_product_changed")] == ["+", "~", "-"]
     assert [e.history_type for e in received("on_order_saved")] == ["+"]
     assert [e.history_type for e in received("on_order_deleted")] == ["-"]
 
 
-def test_pgpubsub_style_listener_signature_works_unchanged(listener):
+def test_pgpubsub_style_listener_signature_works_unchanged(worker):
     product = ProductFactory(name="x")
-    listener.drain()
+    worker.drain()
     (event,) = received("on_product_changed")
     assert event.old is None and event.new["name"] == "x" and event.object_id == str(product.pk)
 
 
-def test_listener_declaring_history_and_kwargs_gets_everything(listener):
+def test_listener_declaring_history_and_kwargs_gets_everything(worker):
     shipment = ShipmentFactory()
-    listener.drain()
+    worker.drain()
     (event,) = received("on_shipment_saved")
     assert event.extra["history_class"] == "HistoricalShipment"
     assert event.extra["kwargs"] == ["context", "new", "old"]
     assert event.new["carrier"] == shipment.carrier
 
 
-def test_uuid_history_id_resolves(listener):
+def test_uuid_history_id_resolves(worker):
     shipment = ShipmentFactory()
     record = shipment.history.get()
-    listener.drain()
+    worker.drain()
     (event,) = received("on_shipment_saved")
     assert event.history_id == str(record.history_id)
     assert len(event.history_id) == 36
 
 
-def test_bulk_create_and_bulk_update_with_history_notify(listener):
+def test_bulk_create_and_bulk_update_with_history_notify(worker):
     customer = CustomerFactory()
     orders = bulk_create_with_history(
         [Order(customer=customer, status=f"bulk{i}") for i in range(5)], Order
@@ -140,7 +140,7 @@ def test_bulk_create_and_bulk_update_with_history_notify(listener):
     for order in orders:
         order.status = "shipped"
     bulk_update_with_history(orders, Order, ["status"])
-    listener.drain()
+    worker.drain()
     events = received("on_order_saved")
     assert sorted(e.history_type for e in events) == ["+"] * 5 + ["~"] * 5
     updates = [e for e in events if e.history_type == "~"]
@@ -148,32 +148,32 @@ def test_bulk_create_and_bulk_update_with_history_notify(listener):
     assert sorted(e.old["status"] for e in updates) == [f"bulk{i}" for i in range(5)]
 
 
-def test_queryset_update_writes_no_history_and_no_notification(listener):
+def test_queryset_update_writes_no_history_and_no_notification(worker):
     order = OrderFactory()
-    listener.drain()
+    worker.drain()
     Order.objects.filter(pk=order.pk).update(status="silent")
-    assert listener.process_available(timeout=0.5) == 0
+    assert worker.process_available(timeout=0.5) == 0
     assert Notification.objects.count() == 0
 
 
-def test_row_larger_than_notify_limit_still_notifies(listener, notify_capture):
+def test_row_larger_than_notify_limit_still_notifies(worker, notify_capture):
     capture = notify_capture(OrderChannel)
     notes = "x" * 20_000
     order = OrderFactory(notes=notes)
     (payload,) = capture()
     assert len(payload) < 1000
     assert json.loads(payload)["notification_id"] == Notification.objects.get().pk
-    listener.drain()
+    worker.drain()
     (event,) = received("on_order_saved")
     assert event.new["notes"] == notes
     assert event.object_id == str(order.pk)
 
 
-def test_excluded_fields_are_never_read_from_the_live_row(listener):
+def test_excluded_fields_are_never_read_from_the_live_row(worker):
     product = ProductFactory(stock=3)
     product.name = "changed"
     product.save()
-    listener.drain()
+    worker.drain()
     assert Product.objects.get().stock == 3  # live row
     for event in received("on_product_changed"):
         for snap in (event.old, event.new):
@@ -181,9 +181,9 @@ def test_excluded_fields_are_never_read_from_the_live_row(listener):
                 assert snap["stock"] == 7  # the model default, not the live 3
 
 
-def test_notification_context_reaches_the_event(listener):
+def test_notification_context_reaches_the_event(worker):
     from pgpubsub_simplehistory import HistoryEvent, post_save_listener
-    from pgpubsub_simplehistory.subscribe import unsubscribe
+    from pgpubsub_simplehistory.subscriptions import unsubscribe
 
     seen: list[HistoryEvent] = []
 
@@ -195,14 +195,14 @@ def test_notification_context_reaches_the_event(listener):
         set_notification_context({"request_id": "r-42"})
         OrderFactory()
         set_notification_context({})
-        listener.drain()
+        worker.drain()
     finally:
         unsubscribe(OrderChannel, capture)
     assert [e.context for e in seen] == [{"request_id": "r-42"}]
     assert seen[0].history_type == "+"
 
 
-def test_previous_record_is_found_when_history_dates_are_equal(listener):
+def test_previous_record_is_found_when_history_dates_are_equal(worker):
     customer = CustomerFactory()
     orders = bulk_create_with_history([Order(customer=customer, status="a")], Order)
     order = Order.objects.get(customer=customer)
@@ -212,29 +212,29 @@ def test_previous_record_is_found_when_history_dates_are_equal(listener):
         [order], Order, ["status"], default_date=order.history.get().history_date
     )
     assert orders
-    listener.drain()
+    worker.drain()
     update = [e for e in received("on_order_saved") if e.history_type == "~"]
     assert [(e.old["status"], e.new["status"]) for e in update] == [("a", "b")]
 
 
-def test_update_without_earlier_history_has_no_old(listener):
+def test_update_without_earlier_history_has_no_old(worker):
     order = OrderFactory()
-    listener.drain()
+    worker.drain()
     order.history.all().delete()
     order.status = "later"
     order.save()
-    listener.drain()
+    worker.drain()
     update = [e for e in received("on_order_saved") if e.history_type == "~"]
     assert len(update) == 1 and update[0].old is None and update[0].new["status"] == "later"
 
 
-def test_listen_connection_never_sits_in_a_transaction(listener):
+def test_listen_connection_never_sits_in_a_transaction(worker):
     """The LISTEN connection must not hold back the trimming of Postgres's NOTIFY queue."""
-    raw = listener._source.raw
+    raw = worker._source.raw
     pid = raw.info.backend_pid if hasattr(raw, "info") else raw.get_backend_pid()
     OrderFactory()
     CustomerFactory()
-    listener.drain()
+    worker.drain()
     with connection.cursor() as cursor:
         cursor.execute("SELECT state, backend_xid FROM pg_stat_activity WHERE pid = %s", [pid])
         state, xid = cursor.fetchone()

@@ -62,7 +62,7 @@ def test_a_full_default_batch_stays_within_postgres_subtransaction_cache():
     from django.db import connection
     from django.test.utils import CaptureQueriesContext
 
-    from pgpubsub_simplehistory.processing import MAX_CACHED_SUBTRANSACTIONS, process_batch
+    from pgpubsub_simplehistory.draining import MAX_CACHED_SUBTRANSACTIONS, process_batch
     from testproject.shop.channels import OrderChannel
     from testproject.shop.factories import OrderFactory
 
@@ -75,11 +75,10 @@ def test_a_full_default_batch_stays_within_postgres_subtransaction_cache():
     assert len(savepoints) == batch.handled - 1
 
 
-def test_channel_checks(monkeypatch):
+def test_channel_checks(isolated_registry):
     from dataclasses import dataclass
 
     from pgpubsub_simplehistory import HistoryTriggerChannel
-    from pgpubsub_simplehistory import subscribe as subscribe_module
     from testproject.shop.models import AuditNote, ReceivedEvent
 
     @dataclass
@@ -90,10 +89,6 @@ def test_channel_checks(monkeypatch):
     class NotAtomic(HistoryTriggerChannel):
         model = AuditNote
 
-    monkeypatch.setattr(subscribe_module, "history_channels", lambda: [NoHistory, NotAtomic])
-    from pgpubsub_simplehistory import checks
-
-    monkeypatch.setattr(checks, "history_channels", lambda: [NoHistory, NotAtomic])
     messages = check_channels(None)
     assert [m.id for m in messages] == [
         "pgpubsub_simplehistory.E001",
@@ -103,28 +98,33 @@ def test_channel_checks(monkeypatch):
     assert "not atomic" in messages[1].msg
 
 
-def test_subscribing_to_a_plain_channel_is_refused():
+def test_subscribing_to_a_plain_channel_is_a_check_error(isolated_registry):
     from dataclasses import dataclass
 
     from pgpubsub import TriggerChannel
 
-    from pgpubsub_simplehistory import ChannelConfigurationError, post_save_listener
+    from pgpubsub_simplehistory import post_save_listener
     from testproject.shop.models import Order
 
     @dataclass
     class Plain(TriggerChannel):
         model = Order
 
-    with pytest.raises(ChannelConfigurationError, match="is not a HistoryTriggerChannel"):
-        post_save_listener(Plain)(lambda old, new: None)
+    post_save_listener(Plain)(lambda old, new: None)  # does not raise at import time
+    [error] = check_channels(None)
+    assert error.id == "pgpubsub_simplehistory.E007"
+    assert "is not a HistoryTriggerChannel" in error.msg
 
 
-def test_listener_with_an_unknown_required_argument_is_refused():
-    from pgpubsub_simplehistory import ChannelConfigurationError, post_save_listener
+def test_listener_with_an_unknown_required_argument_is_a_check_error(isolated_registry):
+    from pgpubsub_simplehistory import post_save_listener
     from testproject.shop.channels import OrderChannel
 
     def bad(old, new, order):  # 'order' is never passed
         return None
 
-    with pytest.raises(ChannelConfigurationError, match="requires argument 'order'"):
-        post_save_listener(OrderChannel)(bad)
+    post_save_listener(OrderChannel)(bad)
+    assert bad not in [s.callback for s in OrderChannel.subscriptions()]
+    [error] = check_channels(None)
+    assert error.id == "pgpubsub_simplehistory.E007"
+    assert "requires argument 'order'" in error.msg

@@ -43,7 +43,7 @@ def test_excerpts_match_their_source(page, index, code):
 
 
 @pytest.mark.django_db(transaction=True)
-def test_listener_sample_of_breaking_migrations_page_runs(listener):
+def test_listener_sample_of_breaking_migrations_page_runs(worker):
     """The strategy-2 listener, executed against a real change."""
     from testproject.evolving.models import Widget
 
@@ -51,14 +51,15 @@ def test_listener_sample_of_breaking_migrations_page_runs(listener):
     code = next(c for c in BLOCK.findall(page) if "def on_widget" in c)
     scheduled: list[tuple[int, int]] = []
     namespace = {"schedule": lambda pk, priority: scheduled.append((pk, priority))}
-    from pgpubsub_simplehistory.subscribe import subscriptions_of, unsubscribe
+    from pgpubsub_simplehistory.registry import subscriptions_of
+    from pgpubsub_simplehistory.subscriptions import unsubscribe
     from testproject.evolving.channels import WidgetChannel
 
     before = {s.callback for s in subscriptions_of(WidgetChannel)}
     try:
         exec(compile(code, "breaking-migrations.md", "exec"), namespace)
         widget = Widget.objects.create(name="docs", priority=5)
-        listener.drain()
+        worker.drain()
     finally:
         for subscription in subscriptions_of(WidgetChannel):
             if subscription.callback not in before:
@@ -94,7 +95,7 @@ def exec_sample():
             signal.sender_receivers_cache.clear()
 
 
-def _settle_one_of_each(listener) -> None:
+def _settle_one_of_each(worker) -> None:
     from testproject.shop.channels import OrderChannel
     from testproject.shop.factories import OrderFactory
 
@@ -103,20 +104,20 @@ def _settle_one_of_each(listener) -> None:
     original = OrderChannel.max_attempts, OrderChannel.retry_base_delay
     OrderChannel.max_attempts, OrderChannel.retry_base_delay = 2, 0.01
     try:
-        listener.sweep_interval = 0.05
-        listener.drain(quiet=0.5)
+        worker.sweep_interval = 0.05
+        worker.drain(quiet=0.5)
     finally:
         OrderChannel.max_attempts, OrderChannel.retry_base_delay = original
 
 
 @pytest.mark.django_db(transaction=True)
-def test_prometheus_sample_counts_settled_notifications(listener, exec_sample):
+def test_prometheus_sample_counts_settled_notifications(worker, exec_sample):
     import prometheus_client
 
     [code] = [c for c in page_samples("how-to/observability.md") if "prometheus_client" in c]
     ns = exec_sample(code, "prometheus")
     try:
-        _settle_one_of_each(listener)
+        _settle_one_of_each(worker)
         channel = "testproject.shop.channels.OrderChannel"
         value = prometheus_client.REGISTRY.get_sample_value
 
@@ -131,7 +132,7 @@ def test_prometheus_sample_counts_settled_notifications(listener, exec_sample):
 
 
 @pytest.mark.django_db(transaction=True)
-def test_opentelemetry_sample_records_settled_notifications(listener, exec_sample):
+def test_opentelemetry_sample_records_settled_notifications(worker, exec_sample):
     from opentelemetry import metrics
     from opentelemetry.sdk.metrics import MeterProvider
     from opentelemetry.sdk.metrics.export import InMemoryMetricReader
@@ -140,7 +141,7 @@ def test_opentelemetry_sample_records_settled_notifications(listener, exec_sampl
     metrics.set_meter_provider(MeterProvider(metric_readers=[reader]))
     [code] = [c for c in page_samples("how-to/observability.md") if "opentelemetry" in c]
     ns = exec_sample(code, "opentelemetry")  # keep it: receivers are weak references
-    _settle_one_of_each(listener)
+    _settle_one_of_each(worker)
     assert ns["on_settled"]
     points = {
         (metric.name, point.attributes["outcome"]): point
@@ -212,13 +213,18 @@ def test_every_command_option_is_documented(command):
     assert not missing, f"{command}: undocumented options {missing}"
 
 
-def test_every_setting_read_by_the_package_is_documented():
-    """docs/reference/settings.md has a row for every PGPUBSUB_SIMPLEHISTORY_* setting used."""
-    used = {
-        name
-        for path in (ROOT / "pgpubsub_simplehistory").rglob("*.py")
-        for name in re.findall(r"\bPGPUBSUB_SIMPLEHISTORY_[A-Z_]+\b", path.read_text())
-    }
+def test_every_setting_is_read_in_conf_and_documented():
+    """conf.py reads every PGPUBSUB_SIMPLEHISTORY_* setting (no other module reads settings of
+    ours), and docs/reference/settings.md has a row for each."""
+    from pgpubsub_simplehistory import conf
+
+    source = (ROOT / "pgpubsub_simplehistory" / "conf.py").read_text()
+    used = {conf.PREFIX + name for name in re.findall(r'_get\("([A-Z_]+)"', source)}
     assert "PGPUBSUB_SIMPLEHISTORY_BATCH_SIZE" in used
+    for path in (ROOT / "pgpubsub_simplehistory").rglob("*.py"):
+        if path.name != "conf.py":
+            assert not re.search(
+                r"getattr\(\s*settings,\s*[\"']PGPUBSUB_SIMPLEHISTORY", path.read_text()
+            ), path
     page = (ROOT / "docs" / "reference" / "settings.md").read_text()
     assert sorted(n for n in used if f"| `{n}` |" not in page) == []

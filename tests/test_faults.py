@@ -85,7 +85,7 @@ def write_record(name: str, value: Any) -> None:
 
 
 def wait_ready(proc: Any) -> None:
-    wait_for(lambda: "listener ready" in proc.stderr_text(), timeout=30)
+    wait_for(lambda: "worker ready" in proc.stderr_text(), timeout=30)
 
 
 def test_1_kill_9_in_the_middle_of_a_callback(manage, tmp_path):
@@ -98,7 +98,7 @@ def test_1_kill_9_in_the_middle_of_a_callback(manage, tmp_path):
     first.wait(10)
     # The callback had written inside the claiming transaction: nothing of it survived.
     assert not ReceivedEvent.objects.filter(history_id=history_id).exists()
-    assert Notification.objects.filter(object_key=str(order.pk)).count() == 1
+    assert Notification.objects.filter(object_id=str(order.pk)).count() == 1
 
     second = manage("listen", env={"SHOP_SLOW_SECONDS": "0"})
     wait_for(lambda: ReceivedEvent.objects.filter(listener="on_order_saved").exists())
@@ -223,13 +223,13 @@ def test_5_always_failing_listener_is_retried_then_parked_and_others_flow(manage
     wait_for(lambda: processed() == 50, timeout=30)
     assert stop(proc) == 0
     parked = Notification.objects.get()
-    assert (parked.object_key, parked.state, parked.attempts) == (str(bad.pk), "parked", 3)
+    assert (parked.object_id, parked.state, parked.attempts) == (str(bad.pk), "parked", 3)
     assert "listener refuses order" in parked.last_error
     assert {e.object_id for e in ReceivedEvent.objects.filter(listener="on_order_saved")} == {
         str(o.pk) for o in good
     }
     stderr = proc.stderr_text()
-    assert stderr.count("retry at") == 2 and "parked after 3 attempts" in stderr
+    assert stderr.count("retry in") == 2 and "parked after 3 attempts" in stderr
     write_record("always-failing listener", {"sent": 51, "lost": 0, "duplicated": 0, "parked": 1})
 
 
@@ -237,17 +237,17 @@ def test_6_bad_input_is_parked_or_logged_and_the_listener_stays_up(manage):
     proc = manage("listen", "--sweep-interval", "0.2")
     wait_ready(proc)
     bogus = Notification.objects.create(
-        channel="pgpubsub_91c7e",  # OrderChannel
+        listen_name="pgpubsub_91c7e",  # OrderChannel
         model="shop.Order",
         history_model="shop.HistoricalOrder",
         history_id="424242",
         history_type="~",
-        object_key="424242",
+        object_id="424242",
     )
     with connection.cursor() as cursor:
         from testproject.shop.channels import CustomerChannel, OrderChannel
 
-        assert bogus.channel == OrderChannel.listen_safe_name()
+        assert bogus.listen_name == OrderChannel.listen_safe_name()
         cursor.execute("SELECT pg_notify(%s, 'garbage')", [CustomerChannel.listen_safe_name()])
         cursor.execute("SELECT pg_notify(%s, %s)", [OrderChannel.listen_safe_name(), "{}"])
     order = OrderFactory(status="after bad input")

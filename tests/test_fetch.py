@@ -7,7 +7,7 @@ import decimal
 import pytest
 from django.db.models.query_utils import DeferredAttribute
 
-from pgpubsub_simplehistory._fetch import fetch_instances
+from pgpubsub_simplehistory._rows import fetch_instances
 from testproject.shop.factories import OrderFactory
 from testproject.shop.models import Order, ReceivedEvent
 

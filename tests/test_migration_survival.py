@@ -26,7 +26,7 @@ from testproject.evolving.models import Widget
 from testproject.evolving.oldcode import OldCode
 from testproject.shop.models import ReceivedEvent
 
-from .conftest import DrainingListener, wait_for
+from .conftest import DrainingWorker, wait_for
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -58,12 +58,10 @@ def at() -> Iterator[Any]:
 def listen_after_migration(*channels: Any) -> list[ReceivedEvent]:
     migrate(LATEST)
     assert applied()[-1] == LATEST
-    listener = DrainingListener(
-        list(channels or [WidgetChannel]), sweep_interval=3600, recover=True
-    )
-    listener.start()  # sweeps the stored notifications
-    listener.drain()
-    listener.close()
+    worker = DrainingWorker(list(channels or [WidgetChannel]), sweep_interval=3600, recover=True)
+    worker.start()  # sweeps the stored notifications
+    worker.drain()
+    worker.close()
     return list(ReceivedEvent.objects.filter(listener="on_widget_changed"))
 
 
@@ -71,7 +69,7 @@ def test_1_field_added_not_null_and_backfilled(at):
     old_code = at("0004_rename_and_remove_fields")
     pk = old_code.create(name="abc", label="x")
     old_code.update(pk, name="abcd")
-    assert Notification.objects.filter(channel=WidgetChannel.listen_safe_name()).count() == 2
+    assert Notification.objects.filter(listen_name=WidgetChannel.listen_safe_name()).count() == 2
 
     insert, update = listen_after_migration()
 
@@ -81,7 +79,7 @@ def test_1_field_added_not_null_and_backfilled(at):
     assert update.extra["migration_at_change"] == "evolving.0004_rename_and_remove_fields"
     assert update.extra["migration_now"] == f"evolving.{LATEST}"
     assert update.extra["current"]["priority"] == 40  # the live row, back-filled by RunPython
-    assert Notification.objects.filter(channel=WidgetChannel.listen_safe_name()).count() == 0
+    assert Notification.objects.filter(listen_name=WidgetChannel.listen_safe_name()).count() == 0
 
 
 def test_2_field_types_changed_integer_to_decimal_and_text_to_integer(at):
@@ -112,7 +110,7 @@ def test_4_field_removed(at):
 def test_5_model_renamed(at):
     old_code = at("0001_initial")
     pk = old_code.create(name="gadget", weight=5, code="7", title="was a gadget")
-    stored = Notification.objects.get(channel=WidgetChannel.listen_safe_name())
+    stored = Notification.objects.get(listen_name=WidgetChannel.listen_safe_name())
     assert (stored.model, stored.history_model) == ("evolving.Gadget", "evolving.HistoricalGadget")
 
     (event,) = listen_after_migration()

@@ -19,7 +19,7 @@ from pgpubsub_simplehistory.models import Notification
 from testproject.shop.channels import CustomerChannel, OrderChannel
 from testproject.shop.factories import CustomerFactory, OrderFactory
 
-from .conftest import DrainingListener
+from .conftest import DrainingWorker
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -29,7 +29,7 @@ def quick_listener(transactional_db: None, monkeypatch: pytest.MonkeyPatch) -> I
     monkeypatch.setattr(OrderChannel, "max_attempts", 2)
     monkeypatch.setattr(OrderChannel, "retry_base_delay", 0.05)
     monkeypatch.setattr(OrderChannel, "retry_max_delay", 0.05)
-    lst = DrainingListener(sweep_interval=0.05)
+    lst = DrainingWorker(sweep_interval=0.05)
     lst.start()
     yield lst
     lst.close()
@@ -109,9 +109,9 @@ def test_unresolvable_notification_sends_parked_at_first_attempt(quick_listener,
     assert "no longer exist" in str(kwargs["error"])
 
 
-def test_non_lockable_channel_sends_processed_without_notification_id(listener, sent):
+def test_non_lockable_channel_sends_processed_without_notification_id(worker, sent):
     CustomerFactory()
-    listener.drain()
+    worker.drain()
     [(name, kwargs)] = [s for s in sent if s[1]["sender"] is CustomerChannel]
     assert (name, kwargs["notification_id"], kwargs["history_type"]) == ("processed", None, "+")
 

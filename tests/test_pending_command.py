@@ -30,9 +30,9 @@ def test_pending_per_channel_and_migration():
         call_command("pending_notifications", "--fail-if-pending", stdout=StringIO())
 
 
-def test_nothing_pending(listener):
+def test_nothing_pending(worker):
     OrderFactory()
-    listener.drain()
+    worker.drain()
     out = StringIO()
     call_command("pending_notifications", "--fail-if-pending", stdout=out)
     assert "No pending notifications." in out.getvalue()

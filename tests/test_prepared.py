@@ -10,8 +10,9 @@ from django.test import override_settings
 from django.test.utils import CaptureQueriesContext
 
 from pgpubsub_simplehistory import _prepared
+from pgpubsub_simplehistory.draining import process_batch
 from pgpubsub_simplehistory.models import Notification
-from pgpubsub_simplehistory.processing import Outcome, process_batch
+from pgpubsub_simplehistory.settlement import Outcome
 from testproject.shop.channels import OrderChannel
 from testproject.shop.factories import OrderFactory
 from testproject.shop.models import Order, ReceivedEvent

@@ -14,7 +14,7 @@ from testproject.shop.channels import OrderChannel
 from testproject.shop.factories import CustomerFactory, OrderFactory
 from testproject.shop.models import Order, ReceivedEvent
 
-from .conftest import DrainingListener
+from .conftest import DrainingWorker
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -28,7 +28,7 @@ def fast_retries(monkeypatch):
 
 @pytest.fixture
 def quick_listener(transactional_db, fast_retries):
-    lst = DrainingListener(sweep_interval=0.05)
+    lst = DrainingWorker(sweep_interval=0.05)
     lst.start()
     yield lst
     lst.close()
@@ -42,7 +42,7 @@ def test_failing_listener_is_retried_with_backoff_then_parked_and_others_flow(qu
     bad = OrderFactory(status="explode")
     good = OrderFactory(status="fine")
     quick_listener.drain(quiet=0.5)
-    stored = Notification.objects.get(object_key=str(bad.pk))
+    stored = Notification.objects.get(object_id=str(bad.pk))
     assert (stored.state, stored.attempts) == ("parked", 3)
     assert "listener refuses order" in stored.last_error
     assert "Traceback" in stored.last_traceback
@@ -51,10 +51,11 @@ def test_failing_listener_is_retried_with_backoff_then_parked_and_others_flow(qu
 
 
 def test_retry_delays_grow_exponentially_up_to_the_maximum():
-    from pgpubsub_simplehistory.processing import retry_delay
+    from pgpubsub_simplehistory import RetryPolicy
 
-    assert [retry_delay(OrderChannel, n) for n in (1, 2, 3, 4)] == [1.0, 2.0, 4.0, 8.0]
-    assert retry_delay(OrderChannel, 30) == OrderChannel.retry_max_delay
+    policy = RetryPolicy.of(OrderChannel)
+    assert [policy.delay(n) for n in (1, 2, 3, 4)] == [1.0, 2.0, 4.0, 8.0]
+    assert policy.delay(30) == OrderChannel.retry_max_delay
 
 
 def test_parked_notification_holds_back_later_changes_of_the_same_object(quick_listener):
@@ -71,7 +72,7 @@ def test_parked_notification_holds_back_later_changes_of_the_same_object(quick_l
 
     assert [e.new["status"] for e in saved(order)] == ["start"]  # "after" waits
     assert [e.new["status"] for e in saved(other)] == ["other", "other later"]
-    waiting = Notification.objects.get(object_key=str(order.pk), state="pending")
+    waiting = Notification.objects.get(object_id=str(order.pk), state="pending")
     assert waiting.attempts == 0
 
     out = StringIO()
@@ -95,26 +96,28 @@ def test_per_object_order_holds_while_an_earlier_change_waits_for_retry(transact
     """A later change of X is not claimed while an earlier one waits for its retry."""
     from django.db import transaction
 
-    from pgpubsub_simplehistory.processing import claim
+    from pgpubsub_simplehistory import queue
 
     order = OrderFactory(status="explode")
     order.status = "after"
     order.save()
     other = OrderFactory()
-    first = Notification.objects.filter(object_key=str(order.pk)).order_by("pk").first()
+    first = Notification.objects.filter(object_id=str(order.pk)).order_by("pk").first()
     Notification.objects.filter(pk=first.pk).update(
         attempts=1, available_at=first.available_at.replace(year=2999)
     )
     with transaction.atomic():
-        [claimed] = claim([OrderChannel])
-    assert claimed.object_key == str(other.pk)
+        name = OrderChannel.listen_safe_name()
+        [claimed] = queue.claim([name], [name], 1, "default")
+    assert claimed.object_id == str(other.pk)
 
 
 def test_one_batch_claims_again_after_a_processed_change_releases_the_next(transactional_db):
     """Three changes of one object: each claim can take only the oldest; the batch claims again
     inside its transaction until a claim comes back empty, so one call drains all three, in
     order, and reports the queue exhausted."""
-    from pgpubsub_simplehistory.processing import Outcome, process_batch
+    from pgpubsub_simplehistory.draining import process_batch
+    from pgpubsub_simplehistory.settlement import Outcome
 
     order = OrderFactory(status="one")
     for status in ("two", "three"):
@@ -141,7 +144,7 @@ def swallowing_listener():
     from django.db import DatabaseError, connection
 
     from pgpubsub_simplehistory import post_save_listener
-    from pgpubsub_simplehistory.subscribe import unsubscribe
+    from pgpubsub_simplehistory.subscriptions import unsubscribe
 
     def swallow(new):
         if new is not None and new.status == "swallow":
@@ -167,7 +170,8 @@ def test_a_listener_that_swallows_a_database_error_is_a_failure_not_a_success(
     """First in its transaction (no savepoint) or later (in a savepoint): the aborted
     transaction is noticed, the listener's writes are rolled back and the row waits for a retry;
     the other notification of the batch is processed."""
-    from pgpubsub_simplehistory.processing import Outcome, process_batch
+    from pgpubsub_simplehistory.draining import process_batch
+    from pgpubsub_simplehistory.settlement import Outcome
 
     if position == "later":
         fine = OrderFactory(status="fine")
@@ -180,7 +184,7 @@ def test_a_listener_that_swallows_a_database_error_is_a_failure_not_a_success(
             outcomes[outcome] = outcomes.get(outcome, 0) + n
     assert (outcomes[Outcome.PROCESSED], outcomes[Outcome.RETRY]) == (1, 1)
     stored = Notification.objects.get()
-    assert (stored.object_key, stored.state, stored.attempts) == (str(bad.pk), "pending", 1)
+    assert (stored.object_id, stored.state, stored.attempts) == (str(bad.pk), "pending", 1)
     assert stored.last_error
     assert not ReceivedEvent.objects.filter(listener="swallow").exists()  # rolled back
     assert [e.new["status"] for e in saved(fine)] == ["fine"]
@@ -188,12 +192,13 @@ def test_a_listener_that_swallows_a_database_error_is_a_failure_not_a_success(
 
 
 def test_first_row_failure_is_settled_in_a_new_transaction_with_its_attempt(transactional_db):
-    from pgpubsub_simplehistory.processing import Outcome, process_batch
+    from pgpubsub_simplehistory.draining import process_batch
+    from pgpubsub_simplehistory.settlement import Outcome
 
     bad = OrderFactory(status="explode")
     batch = process_batch([OrderChannel], limit=10)
     assert batch.counts[Outcome.RETRY] == 1 and not batch.exhausted
-    stored = Notification.objects.get(object_key=str(bad.pk))
+    stored = Notification.objects.get(object_id=str(bad.pk))
     assert (stored.state, stored.attempts) == ("pending", 1)
     assert "listener refuses order" in stored.last_error and "Traceback" in stored.last_traceback
     assert stored.available_at > stored.created_at  # pushed back: not claimable right away
@@ -202,11 +207,8 @@ def test_first_row_failure_is_settled_in_a_new_transaction_with_its_attempt(tran
 
 def test_first_row_gone_before_its_failure_is_settled_is_reported_not_raised(transactional_db):
     """Another listener may claim and process the row between the rollback and the settling."""
-    from pgpubsub_simplehistory.processing import (
-        Outcome,
-        _FirstRowFailed,
-        _settle_after_rollback,
-    )
+    from pgpubsub_simplehistory.draining import _FirstRowFailed, _settle_after_rollback
+    from pgpubsub_simplehistory.settlement import Outcome
 
     OrderFactory(status="fine")
     row = Notification.objects.get()
@@ -225,7 +227,8 @@ def test_a_batch_of_updates_loads_records_and_previous_records_in_one_query(
     from django.db import connection
     from django.test.utils import CaptureQueriesContext
 
-    from pgpubsub_simplehistory.processing import Outcome, process_batch
+    from pgpubsub_simplehistory.draining import process_batch
+    from pgpubsub_simplehistory.settlement import Outcome
     from testproject.shop.channels import ShipmentChannel
     from testproject.shop.factories import ShipmentFactory
 
@@ -322,20 +325,22 @@ def test_claim_plan_walks_the_pending_index_even_without_statistics():
     bulk_create_with_history([Order(customer=customer) for _ in range(3000)], Order)
     with connection.cursor() as cursor:
         cursor.execute(
-            "SELECT proconfig FROM pg_proc WHERE proname = 'pgpubsub_simplehistory_claim'"
+            "SELECT proconfig FROM pg_proc WHERE proname = 'pgpubsub_simplehistory_claim_v1'"
         )
         (config,) = cursor.fetchone()
         assert set(config) == {"enable_sort=off", "enable_bitmapscan=off"}
-        cursor.execute("SELECT prosrc FROM pg_proc WHERE proname = 'pgpubsub_simplehistory_claim'")
+        cursor.execute(
+            "SELECT prosrc FROM pg_proc WHERE proname = 'pgpubsub_simplehistory_claim_v1'"
+        )
         body = cursor.fetchone()[0]
         with transaction.atomic():
             for setting in config:
                 name, value = setting.split("=")
                 cursor.execute(f"SET LOCAL {name} = {value}")
             query = body.split("RETURN QUERY", 1)[1].split(";", 1)[0]
-            query = query.replace("ANY(channels)", "ANY(%(c)s)")
-            query = query.replace("ANY(blocking)", "ANY(%(c)s)")
-            query = query.replace("LIMIT batch", "LIMIT 100")
+            query = query.replace("ANY(p_listen_names)", "ANY(%(c)s)")
+            query = query.replace("ANY(p_blocking)", "ANY(%(c)s)")
+            query = query.replace("LIMIT p_batch", "LIMIT 100")
             cursor.execute("EXPLAIN " + query, {"c": [OrderChannel.listen_safe_name()]})
             plan = "\n".join(row[0] for row in cursor.fetchall())
     assert "Index Scan using psh_notification_pending" in plan

@@ -44,11 +44,11 @@ def history():
     return a, b_id
 
 
-def test_replay_by_ids_gives_what_the_listener_gave(listener):
+def test_replay_by_ids_gives_what_the_listener_gave(worker):
     order = OrderFactory(status="x")
     order.status = "y"
     order.save()
-    listener.drain()
+    worker.drain()
     live = {e.history_id: (e.old, e.new) for e in saved_events()}
     ReceivedEvent.objects.all().delete()
 

@@ -110,7 +110,7 @@ def test_the_tutorial_works_as_written(tmp_path: Path, database: str) -> None:
             env=clean_env(),
         )
     try:
-        wait_for(lambda: "listener ready" in err.read_text(), timeout=30)
+        wait_for(lambda: "worker ready" in err.read_text(), timeout=30)
         for command in after:
             run(tmp_path, *command)
         expected = [

@@ -19,9 +19,16 @@ from testproject.shop.models import HistoricalOrder, HistoricalProduct, Order, P
 def test_pgpubsub_registry_maps_channel_classes_to_callbacks():
     from pgpubsub.channel import registry
 
-    assert OrderChannel in registry
-    assert all(callable(cb) for cb in registry[OrderChannel])
-    assert _pgpubsub.channel_by_listen_name(OrderChannel.listen_safe_name()) is OrderChannel
+    from testproject.evolving.channels import WidgetJsonChannel
+
+    assert WidgetJsonChannel in registry
+    assert all(callable(cb) for cb in registry[WidgetJsonChannel])
+    assert WidgetJsonChannel in _pgpubsub.plain_channels()
+    assert _pgpubsub.callbacks_of(WidgetJsonChannel) == registry[WidgetJsonChannel]
+    assert OrderChannel not in registry  # history channels are in this package's registry only
+    assert _pgpubsub.locate("testproject.evolving.channels.WidgetJsonChannel") is WidgetJsonChannel
+    assert _pgpubsub.locate("testproject.evolving.channels.Nope") is None
+    assert _pgpubsub.locate("nope.nope") is None
 
 
 def test_listen_safe_name_is_a_short_stable_postgres_identifier():
@@ -34,7 +41,7 @@ def test_notification_model_has_the_columns_the_trigger_inserts():
 
     names = {f.name for f in Notification._meta.get_fields()}
     assert {"id", "channel", "payload", "created_at", "db_version"} <= names
-    assert _pgpubsub.notification_table() == "pgpubsub_notification"
+    assert _pgpubsub.plain_notification_table() == "pgpubsub_notification"
 
 
 def test_pgpubsub_processors_take_a_notify_and_a_connection_wrapper():
@@ -76,17 +83,9 @@ def test_simple_history_finalize_signature_is_what_records_overrides():
 
 @pytest.mark.parametrize("model", [Order, Product])
 def test_tracked_models_have_atomic_save_base(model):
-    from pgpubsub_simplehistory.records import saves_are_atomic
+    from pgpubsub_simplehistory.tracking import saves_are_atomic
 
     assert saves_are_atomic(model)
-
-
-def test_public_api_is_exported_lazily_and_completely():
-    import pgpubsub_simplehistory as psh
-
-    assert set(psh.__all__) == set(psh._EXPORTS)
-    for name in psh.__all__:
-        assert getattr(psh, name) is not None
 
 
 @pytest.mark.django_db
@@ -124,3 +123,30 @@ def test_cached_history_descriptor_gives_what_simple_history_gives():
     assert manager.most_recent().status == "b"
     assert Order.history.filter(id=order.pk).count() == 2
     assert Order.history.model is HistoricalOrder and Order.history.instance is None
+
+
+def test_pgtrigger_installation_status_names_what_the_adapter_compares():
+    import pgtrigger.core
+
+    from pgpubsub_simplehistory import _pgtrigger, registry
+
+    assert pgtrigger.core.INSTALLED == _pgtrigger.INSTALLED
+    assert {pgtrigger.core.UNINSTALLED, pgtrigger.core.OUTDATED} == {"UNINSTALLED", "OUTDATED"}
+    trigger = registry.trigger_of(OrderChannel)
+    assert (HistoricalOrder, trigger) in pgtrigger.registered()
+    assert callable(trigger.get_installation_status) and callable(trigger.allow_migrate)
+
+
+@pytest.mark.django_db
+def test_pgtrigger_installation_problem_is_none_for_an_installed_trigger():
+    from pgpubsub_simplehistory import _pgtrigger, registry
+
+    trigger = registry.trigger_of(OrderChannel)
+    assert _pgtrigger.installation_problem(trigger, HistoricalOrder, "default") is None
+
+
+def test_simple_history_excluded_fields_are_read_by_the_adapter():
+    from pgpubsub_simplehistory._simple_history import excluded_fields
+
+    assert excluded_fields(HistoricalProduct) == frozenset({"stock"})
+    assert excluded_fields(HistoricalOrder) == frozenset()

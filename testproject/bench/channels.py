@@ -10,6 +10,7 @@ from .models import OursItem, PubsubItem
 @dataclass
 class OursChannel(HistoryTriggerChannel):
     model = OursItem
+    history_types = "+~"  # inserts and updates only: its trigger skips deletes
     lock_notifications = True
 
 

@@ -21,11 +21,13 @@ class CustomerChannel(HistoryTriggerChannel):
     """Not lockable: each listening process gets each notification while connected."""
 
     model = Customer
+    history_types = "+~"  # inserts and updates only: its trigger skips deletes
 
 
 @dataclass
 class ShipmentChannel(HistoryTriggerChannel):
     model = Shipment
+    history_types = "+~"  # inserts and updates only: its trigger skips deletes
     lock_notifications = True
 
 

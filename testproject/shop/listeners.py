@@ -123,3 +123,13 @@ def on_product_changed(old: Product | None, new: Product | None) -> None:
         old=snapshot(old),
         new=snapshot(new),
     )
+
+
+def on_order_via_subscribe(new: Order | None, event: psh.HistoryEvent) -> None:
+    """Subscribed with ``psh.subscribe`` (not a decorator) when ``$SHOP_SUBSCRIBE_DIRECTLY`` is
+    set: tests/test_api.py checks that a real worker delivers to it."""
+    record("on_order_via_subscribe", event, None, new)
+
+
+if os.environ.get("SHOP_SUBSCRIBE_DIRECTLY"):
+    psh.subscribe(OrderChannel, on_order_via_subscribe, frozenset("+~"))

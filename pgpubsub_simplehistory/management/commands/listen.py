@@ -1,27 +1,29 @@
-"""``manage.py listen``: django-pgpubsub's command, processing history channels reliably."""
+"""``manage.py listen``: run a worker (or ``--processes N`` of them) serving history channels
+and django-pgpubsub's own."""
 
 from __future__ import annotations
 
 import logging
 import os
-import signal
-import subprocess
 import sys
-import time
 from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
+from pgpubsub_simplehistory.channels import is_history_channel
+from pgpubsub_simplehistory.checks import trigger_problems
 from pgpubsub_simplehistory.exceptions import ChannelConfigurationError
-from pgpubsub_simplehistory.listening import Listener
+from pgpubsub_simplehistory.listening import Worker
 from pgpubsub_simplehistory.logs import JsonFormatter
+from pgpubsub_simplehistory.supervisor import supervise
 
 
 class Command(BaseCommand):
     help = (
-        "Listen for notifications of history channels (and django-pgpubsub channels) and run "
-        "their listeners. Stored notifications of lockable channels are processed on start and "
-        "swept periodically. SIGTERM/SIGINT finish the current notification and exit 0."
+        "Run a worker that receives notifications of history channels (and django-pgpubsub "
+        "channels) and runs their listeners. Stored notifications of lockable channels are "
+        "processed on start and swept periodically. SIGTERM/SIGINT finish the current "
+        "notification and exit 0."
     )
 
     def add_arguments(self, parser: CommandParser) -> None:
@@ -35,7 +37,7 @@ class Command(BaseCommand):
             "--processes",
             type=int,
             default=1,
-            help="Number of listener processes to run and supervise (default 1).",
+            help="Number of worker processes to run and supervise (default 1).",
         )
         parser.add_argument(
             "--recover",
@@ -43,9 +45,7 @@ class Command(BaseCommand):
             help="Also process stored notifications of django-pgpubsub's own lockable channels "
             "on start (history channels always are).",
         )
-        parser.add_argument(
-            "--worker", action="store_true", help="Run one listener in this process."
-        )
+        parser.add_argument("--worker", action="store_true", help="Run one worker in this process.")
         parser.add_argument(
             "--worker-start-method",
             choices=["spawn", "fork"],
@@ -55,7 +55,7 @@ class Command(BaseCommand):
         parser.add_argument(
             "--no-restart-on-failure",
             action="store_true",
-            help="Do not restart a listener process that exits with an error.",
+            help="Do not restart a worker process that exits with an error.",
         )
         parser.add_argument(
             "--sweep-interval",
@@ -93,59 +93,27 @@ class Command(BaseCommand):
             self._supervise(processes, options)
 
     def _listen(self, options: dict[str, Any]) -> None:
-        from pgpubsub_simplehistory.channel import is_history_channel
-        from pgpubsub_simplehistory.checks import trigger_problems
-
         try:
-            listener = Listener(
+            worker = Worker(
                 options["channels"],
                 sweep_interval=options["sweep_interval"],
                 recover=options["recover"],
             )
         except ChannelConfigurationError as exc:
             raise CommandError(str(exc)) from None
-        history = [c for c in listener.channels if is_history_channel(c)]
-        problems = trigger_problems([listener.using], history)
+        history = [c for c in worker.channels if is_history_channel(c)]
+        problems = trigger_problems([worker.using], history)
         if problems:
             raise CommandError(
                 "; ".join(problems) + ". Run makemigrations and migrate before listening."
             )
-        listener.install_signal_handlers()
-        listener.run()
+        worker.install_signal_handlers()
+        worker.run()
 
     def _supervise(self, processes: int, options: dict[str, Any]) -> None:
-        argv = _worker_argv(options)
         restart = not options["no_restart_on_failure"]
-        workers = [subprocess.Popen(argv) for _ in range(processes)]
-        stopping = False
-
-        def forward(signum: int, frame: Any) -> None:
-            nonlocal stopping
-            stopping = True
-            for worker in workers:
-                if worker.poll() is None:
-                    worker.send_signal(signum)
-
-        signal.signal(signal.SIGTERM, forward)
-        signal.signal(signal.SIGINT, forward)
-        failed = False
-        while any(w.poll() is None for w in workers) or (restart and not stopping):
-            for i, worker in enumerate(workers):
-                code = worker.poll()
-                if code is None or stopping:
-                    continue
-                if code != 0:
-                    failed = True
-                if restart and code != 0:
-                    logging.getLogger("pgpubsub_simplehistory").warning(
-                        "listener process %s exited with %s; restarting it", worker.pid, code
-                    )
-                    workers[i] = subprocess.Popen(argv)
-            if not restart and all(w.poll() is not None for w in workers):
-                break
-            time.sleep(0.5)
-        if failed and not stopping:
-            raise CommandError("a listener process failed")
+        if not supervise(_worker_argv(options), processes, restart=restart):
+            raise CommandError("a worker process failed")
 
 
 def _worker_argv(options: dict[str, Any]) -> list[str]:

@@ -7,7 +7,7 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from pgpubsub_simplehistory.health import check_health
+from pgpubsub_simplehistory.monitoring import check_health
 
 
 class Command(BaseCommand):

@@ -8,7 +8,7 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.utils import timezone
 
-from pgpubsub_simplehistory.pending import pending_notifications
+from pgpubsub_simplehistory.monitoring import pending_notifications
 
 
 class Command(BaseCommand):

@@ -7,8 +7,8 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from pgpubsub_simplehistory.progress import add_progress_arguments, progress_bar
+from pgpubsub_simplehistory.registry import HISTORY_TYPES
 from pgpubsub_simplehistory.replaying import (
-    HISTORY_TYPES,
     ReplayError,
     ReplayItem,
     plan_replay,

@@ -1,16 +1,15 @@
 """Model instances from a hand-written SELECT, without ``RawQuerySet``'s per-query set-up.
 
-The listener runs two such queries per notification (claim, historical record). ``RawQuerySet``
-recomputes the column mapping and the field converters on every call: ~80 µs more per query than
-this module, measured on the same query in a loop on the development machine. Here the mapping is
-computed once per (model, result columns, database) and reused. Rows become instances through
-``Model.from_db`` with the fields' database converters applied, as ``RawQuerySet`` does: columns
-the model does not know are ignored, model fields missing from the result are deferred.
+The worker runs a few such queries per batch (the claim, the historical records). The column
+mapping and the field converters are computed once per (model, result columns, database) and
+reused; rows become instances through ``Model.from_db`` with the fields' database converters
+applied, as ``RawQuerySet`` does: columns the model does not know are ignored, model fields
+missing from the result are deferred. docs/performance.md has what that saves.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import Any, TypeVar
 
 from django.db import connections, models
@@ -24,20 +23,20 @@ _Plan = tuple[list[int], list[str], list[tuple[int, Any, list[_Converter]]]]
 _plans: dict[tuple[type[models.Model], tuple[str, ...], str], _Plan] = {}
 
 
-def fetch_instances(model: type[M], sql: str, params: Sequence[Any], using: str) -> list[M]:
+def fetch_instances(model: type[M], sql: str, params: Any, using: str) -> list[M]:
     """Run ``sql`` on database ``using`` and build one ``model`` instance per row."""
     return [instance for _, instance in _fetch(model, sql, params, using, None)]
 
 
 def fetch_tagged(
-    model: type[M], sql: str, params: Sequence[Any], using: str, tag: str
+    model: type[M], sql: str, params: Any, using: str, tag: str
 ) -> list[tuple[Any, M]]:
     """Like :func:`fetch_instances`, each instance paired with the value of column ``tag``."""
     return _fetch(model, sql, params, using, tag)
 
 
 def _fetch(
-    model: type[M], sql: str, params: Sequence[Any], using: str, tag: str | None
+    model: type[M], sql: str, params: Any, using: str, tag: str | None
 ) -> list[tuple[Any, M]]:
     connection = connections[using]
     with connection.cursor() as cursor:

@@ -1,0 +1,35 @@
+"""Every ``PGPUBSUB_SIMPLEHISTORY_*`` setting, read in this one place (with its default).
+
+Read at the moment they are needed, so that ``override_settings`` and a settings change between
+two batches apply. docs/reference/settings.md documents each; a test checks that every setting
+read here is documented.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.conf import settings
+
+PREFIX = "PGPUBSUB_SIMPLEHISTORY_"
+
+#: Seconds between two sweeps of the stored notifications by a worker.
+DEFAULT_SWEEP_INTERVAL = 2.0
+#: Stored notifications claimed (and committed) together at most.
+DEFAULT_BATCH_SIZE = 50
+
+
+def _get(name: str, default: Any) -> Any:
+    return getattr(settings, PREFIX + name, default)
+
+
+def sweep_interval() -> float:
+    return float(_get("SWEEP_INTERVAL", DEFAULT_SWEEP_INTERVAL))
+
+
+def batch_size() -> int:
+    return int(_get("BATCH_SIZE", DEFAULT_BATCH_SIZE))
+
+
+def prepared_statements() -> bool:
+    return bool(_get("PREPARED_STATEMENTS", True))

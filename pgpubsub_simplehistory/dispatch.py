@@ -1,0 +1,42 @@
+"""Dispatch: call the listeners subscribed to a change's channel and history type.
+
+One definition for the worker and for replay. An ``async def`` listener is run to completion
+here (``asgiref.async_to_sync``): its ORM calls come back to this thread, on this connection,
+inside the notification's transaction like a sync listener's.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Awaitable, Sequence
+from typing import Any
+
+from asgiref.sync import async_to_sync
+
+from .registry import Subscription
+from .resolution import ResolvedChange
+
+
+def dispatch(change: ResolvedChange, subscriptions: Sequence[Subscription] | None = None) -> int:
+    """Call each subscription (default: every one of the channel's) that accepts the change's
+    history type, with the keyword arguments it declares. Returns how many were called."""
+    called = 0
+    history_type = change.event.history_type
+    for subscription in change.channel.subscriptions() if subscriptions is None else subscriptions:
+        if subscription.accepts(history_type):
+            call(subscription, change)
+            called += 1
+    return called
+
+
+def call(subscription: Subscription, change: ResolvedChange) -> Any:
+    """Call one listener with the arguments it declares; await it when it is a coroutine."""
+    kwargs = {name: getattr(change, name) for name in subscription.arguments}
+    result = subscription.callback(**kwargs)
+    if inspect.isawaitable(result):
+        result = async_to_sync(_await)(result)
+    return result
+
+
+async def _await(awaitable: Awaitable[Any]) -> Any:
+    return await awaitable

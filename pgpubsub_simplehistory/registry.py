@@ -1,0 +1,142 @@
+"""The registry of history channels, their subscriptions and their triggers.
+
+A leaf: it imports nothing else from this package, and every other module reads channels and
+subscriptions from here. A channel is registered when its class is declared (``channels.py``),
+its trigger at the same time, and a subscription when a listener function is subscribed
+(``subscriptions.py``). A channel is known by its *class path* (``shop.channels.OrderChannel``)
+and by its *listen name* (the Postgres channel, ``pgpubsub_1a2b3``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+#: Keyword arguments a listener may declare; it receives those it declares (all with ``**kw``).
+LISTENER_ARGUMENTS = ("old", "new", "history", "event", "context")
+
+#: The history types of django-simple-history: insert, update, delete.
+HISTORY_TYPES = ("+", "~", "-")
+
+
+@dataclass(frozen=True)
+class Subscription:
+    """One listener function subscribed to one history channel for some history types.
+
+    Attributes:
+        channel: The channel class.
+        callback: The listener function.
+        history_types: The history types (``'+'``, ``'~'``, ``'-'``) it receives.
+        arguments: The keyword arguments it declares, among :data:`LISTENER_ARGUMENTS`.
+    """
+
+    channel: type[Any]
+    callback: Callable[..., Any]
+    history_types: frozenset[str]
+    arguments: frozenset[str]
+
+    @property
+    def name(self) -> str:
+        """The listener's dotted path."""
+        return f"{self.callback.__module__}.{self.callback.__qualname__}"
+
+    def accepts(self, history_type: str) -> bool:
+        return history_type in self.history_types
+
+
+_channels: dict[str, type[Any]] = {}  # by listen name, in declaration order
+_subscriptions: dict[type[Any], list[Subscription]] = {}
+_triggers: dict[type[Any], Any] = {}
+_problems: list[str] = []  # subscriptions that could not be made (reported by the checks)
+
+
+def add_channel(channel: type[Any]) -> None:
+    """Register a history channel class (a redeclared class replaces the earlier one)."""
+    _channels[channel.listen_safe_name()] = channel
+
+
+def remove_channel(channel: type[Any]) -> None:
+    """Forget a channel, its subscriptions and its trigger (tests, plugins)."""
+    if _channels.get(channel.listen_safe_name()) is channel:
+        del _channels[channel.listen_safe_name()]
+    _subscriptions.pop(channel, None)
+    _triggers.pop(channel, None)
+
+
+def channels() -> list[type[Any]]:
+    """Every declared history channel, in declaration order."""
+    return list(_channels.values())
+
+
+def subscribed_channels() -> list[type[Any]]:
+    """The declared history channels with at least one subscription in this process."""
+    return [channel for channel in _channels.values() if _subscriptions.get(channel)]
+
+
+def channel_by_listen_name(name: str) -> type[Any] | None:
+    return _channels.get(name)
+
+
+def channel_by_path(path: str) -> type[Any] | None:
+    """The declared channel whose class path is ``path``."""
+    return next((c for c in _channels.values() if f"{c.__module__}.{c.__qualname__}" == path), None)
+
+
+def add_subscription(subscription: Subscription) -> Subscription:
+    """Register ``subscription``; the same callback for the same types is registered once."""
+    existing = _subscriptions.setdefault(subscription.channel, [])
+    for known in existing:
+        if known.callback is subscription.callback and (
+            known.history_types == subscription.history_types
+        ):
+            return known
+    existing.append(subscription)
+    return subscription
+
+
+def remove_subscriptions(channel: type[Any], callback: Callable[..., Any]) -> None:
+    _subscriptions[channel] = [
+        s for s in _subscriptions.get(channel, []) if s.callback is not callback
+    ]
+
+
+def subscriptions_of(channel: type[Any]) -> list[Subscription]:
+    return list(_subscriptions.get(channel, ()))
+
+
+def add_problem(message: str) -> None:
+    """Keep a declaration that cannot work, for the system checks to report."""
+    if message not in _problems:
+        _problems.append(message)
+
+
+def problems() -> list[str]:
+    return list(_problems)
+
+
+def set_trigger(channel: type[Any], trigger: Any) -> None:
+    _triggers[channel] = trigger
+
+
+def trigger_of(channel: type[Any]) -> Any | None:
+    """The channel's trigger (None when its model has no history table to put it on)."""
+    return _triggers.get(channel)
+
+
+@contextmanager
+def isolated() -> Iterator[None]:
+    """Restore the registry as it was on exit (tests that declare channels of their own)."""
+    saved = dict(_channels), {k: list(v) for k, v in _subscriptions.items()}, dict(_triggers)
+    saved_problems = list(_problems)
+    try:
+        yield
+    finally:
+        _problems[:] = saved_problems
+        _channels.clear()
+        _channels.update(saved[0])
+        _subscriptions.clear()
+        _subscriptions.update(saved[1])
+        _triggers.clear()
+        _triggers.update(saved[2])

@@ -1,0 +1,86 @@
+"""Tracking models: ``HistoricalRecords`` whose history record commits with the save.
+
+Django sends ``post_save`` after the save's own atomic block has closed, so in autocommit
+django-simple-history writes the historical row in a second transaction: if that insert fails,
+the change is committed without history and without a notification. This subclass wraps the
+model's ``save_base`` in ``transaction.atomic(savepoint=False)``: inside a caller's transaction it
+costs nothing, in autocommit it turns two commits into one.
+
+Deletes and m2m changes need nothing: Django already sends their signals inside its atomic block.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from typing import Any
+
+from django.db import models, router, transaction
+from simple_history.models import HistoricalRecords as _SimpleHistoricalRecords
+
+from ._simple_history import cache_history_manager
+
+#: Marker set on the wrapping ``save_base`` function.
+ATOMIC_SAVE_MARKER = "_pgpubsub_simplehistory_atomic_save"
+
+
+class HistoricalRecords(_SimpleHistoricalRecords):  # type: ignore[misc]
+    """django-simple-history's ``HistoricalRecords`` with atomic saves.
+
+    Use it exactly like the original; only the import changes::
+
+        from pgpubsub_simplehistory import HistoricalRecords
+
+        class Order(models.Model):
+            history = HistoricalRecords()
+
+    A save, its historical record and the notification written by the history trigger then
+    commit together or not at all, also when the caller opened no transaction. The ``history``
+    manager class is built once per model rather than on every access (simple-history reads it
+    on every save), which makes a tracked save cheaper.
+    """
+
+    def finalize(self, sender: type[models.Model], **kwargs: Any) -> None:
+        super().finalize(sender, **kwargs)
+        if sender._meta.abstract or not _tracked_by(self, sender):
+            return
+        make_saves_atomic(sender)
+        cache_history_manager(sender, self.manager_name)
+        _trackers[sender] = self
+
+
+#: The HistoricalRecords tracking each model tracked with this subclass (for the system checks).
+_trackers: dict[type[models.Model], HistoricalRecords] = {}
+
+
+def history_written_with_model(model: type[models.Model]) -> bool:
+    """True when the model's history records go to the database its rows are saved on."""
+    tracker = _trackers.get(model)
+    return bool(tracker is not None and tracker.use_base_model_db)
+
+
+def _tracked_by(tracker: HistoricalRecords, sender: type[models.Model]) -> bool:
+    if getattr(sender._meta, "simple_history_manager_attribute", None) != tracker.manager_name:
+        return False
+    return sender is tracker.cls or (tracker.inherit and issubclass(sender, tracker.cls))
+
+
+def make_saves_atomic(model: type[models.Model]) -> None:
+    """Wrap ``model.save_base`` so that ``post_save`` receivers run in the save's transaction."""
+    original: Callable[..., Any] = model.save_base
+    if getattr(original, ATOMIC_SAVE_MARKER, False):
+        return  # inherited from a parent that is already wrapped
+
+    @functools.wraps(original)
+    def save_base(self: models.Model, *args: Any, using: str | None = None, **kw: Any) -> Any:
+        using = using or router.db_for_write(self.__class__, instance=self)
+        with transaction.atomic(using=using, savepoint=False):
+            return original(self, *args, using=using, **kw)
+
+    setattr(save_base, ATOMIC_SAVE_MARKER, True)
+    model.save_base = save_base  # type: ignore[method-assign]
+
+
+def saves_are_atomic(model: type[models.Model]) -> bool:
+    """True when saves of ``model`` commit together with their history record."""
+    return bool(getattr(model.save_base, ATOMIC_SAVE_MARKER, False))
