@@ -6,15 +6,20 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from django.apps import apps
 from django.db import models, transaction
 
 from . import queue
 from .channels import is_history_channel, locate
-from .exceptions import ChannelConfigurationError
+from .exceptions import PgpubsubSimplehistoryError
 from .models import Notification
 
 #: Rows updated or deleted per statement by :func:`retry` and :func:`purge`.
 CHUNK = 1000
+
+
+class SelectionError(PgpubsubSimplehistoryError):
+    """A selection of parked notifications names something that does not exist."""
 
 
 def parked(
@@ -24,14 +29,38 @@ def parked(
     using: str = "default",
 ) -> models.QuerySet[Notification]:
     """Parked notifications, optionally of some channels (classes or class paths), models
-    (``app.Model``) or ids."""
+    (``app.Model``) or ids.
+
+    Raises :class:`SelectionError` for a channel that is not a history channel, a model that is
+    not installed, or an id that no parked notification has: a typo selects nothing, silently,
+    otherwise. (A valid selection may still match nothing: the queryset is then empty.)
+    """
     names = []
     for channel in channels:
         found = locate(channel)
         if found is None or not is_history_channel(found):
-            raise ChannelConfigurationError(f"history channel {channel!r} not found")
+            raise SelectionError(f"history channel {channel!r} not found")
         names.append(found.listen_safe_name())
-    return queue.parked(names, models_, ids, using)
+    labels = [_model_label(model) for model in models_]
+    if ids:
+        found_ids = set(queue.parked((), (), ids, using).values_list("pk", flat=True))
+        missing = [str(i) for i in dict.fromkeys(ids) if i not in found_ids]
+        if missing:
+            raise SelectionError(
+                f"no parked notification has id {', '.join(missing)} "
+                "(manage.py parked list shows them)"
+            )
+    return queue.parked(names, labels, ids, using)
+
+
+def _model_label(model: str) -> str:
+    """The label notifications store (``shop.Order``) of an installed model."""
+    try:
+        return str(apps.get_model(model)._meta.label)
+    except (LookupError, ValueError):
+        raise SelectionError(
+            f"unknown model {model!r} (expected app_label.ModelName of an installed model)"
+        ) from None
 
 
 def retry(

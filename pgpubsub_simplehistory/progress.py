@@ -60,4 +60,9 @@ def add_progress_arguments(parser: CommandParser, what: str) -> None:
         default=None,
         help=f"Show a progress bar on stderr (default: on a terminal, for >{THRESHOLD} {what}).",
     )
-    group.add_argument("--no-progress", action="store_false", dest="progress")
+    group.add_argument(
+        "--no-progress",
+        action="store_false",
+        dest="progress",
+        help="Never show the progress bar (on a terminal too).",
+    )

@@ -135,6 +135,23 @@ def plan_replay(
         raise ReplayError(
             "nothing selected: give history ids, --since/--until, --object, --type or --all"
         )
+    if select_all:
+        given = [
+            name
+            for name, value in (
+                ("history ids", history_ids),
+                ("--since", since),
+                ("--until", until),
+                ("--object", object_ids),
+                ("--type", history_types),
+            )
+            if value
+        ]
+        if given:
+            raise ReplayError(
+                f"--all cannot be combined with {', '.join(given)} (it selects every record "
+                f"of {model_cls._meta.label})"
+            )
     pk = history_model._meta.pk
     assert pk is not None
     queryset = history_model._default_manager.using(using).all()

@@ -5,27 +5,47 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.core.management.base import CommandError, CommandParser
 
+from pgpubsub_simplehistory.management._options import DatabaseCommand, add_database_argument
 from pgpubsub_simplehistory.monitoring import check_health
 
 
-class Command(BaseCommand):
+class Command(DatabaseCommand):
     help = (
         "Print pending and parked notifications per channel, the age of the oldest pending one "
         "and pg_notification_queue_usage(); exit 1 when a given threshold is exceeded (usable "
-        "as a readiness probe or an alert)."
+        "as a readiness probe or an alert), 2 when the database is unknown or unreachable."
     )
 
     def add_arguments(self, parser: CommandParser) -> None:
-        parser.add_argument("--max-pending", type=int, help="Pending notifications per channel.")
-        parser.add_argument("--max-age", type=float, help="Seconds of the oldest pending one.")
-        parser.add_argument("--max-parked", type=int, help="Parked notifications per channel.")
         parser.add_argument(
-            "--max-queue-usage", type=float, help="Fraction of the 8 GB NOTIFY queue (0..1)."
+            "--max-pending",
+            type=int,
+            metavar="N",
+            help="Exit 1 when a channel has more than N pending notifications.",
+        )
+        parser.add_argument(
+            "--max-age",
+            type=float,
+            metavar="SECONDS",
+            help="Exit 1 when a channel's oldest pending notification is older than this.",
+        )
+        parser.add_argument(
+            "--max-parked",
+            type=int,
+            metavar="N",
+            help="Exit 1 when a channel has more than N parked notifications.",
+        )
+        parser.add_argument(
+            "--max-queue-usage",
+            type=float,
+            metavar="FRACTION",
+            help="Exit 1 when pg_notification_queue_usage() (the 8 GB NOTIFY queue, 0..1) is "
+            "above this.",
         )
         parser.add_argument("--json", action="store_true", help="Print JSON instead of text.")
-        parser.add_argument("--database", default="default", help="Database alias.")
+        add_database_argument(parser)
 
     def handle(self, *args: Any, **options: Any) -> None:
         health = check_health(

@@ -5,21 +5,23 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.core.management.base import CommandError, CommandParser
 from django.utils import timezone
 
+from pgpubsub_simplehistory.management._options import DatabaseCommand, add_database_argument
 from pgpubsub_simplehistory.monitoring import pending_notifications
 
 
-class Command(BaseCommand):
+class Command(DatabaseCommand):
     help = (
         "Show stored notifications waiting for a listener, per channel and per migration state "
         "recorded when the change happened. Use --fail-if-pending to gate a breaking migration "
-        "on a drained queue."
+        "on a drained queue. Exit status: 0, 1 with --fail-if-pending when any is pending, 2 "
+        "when the database is unknown or unreachable."
     )
 
     def add_arguments(self, parser: CommandParser) -> None:
-        parser.add_argument("--database", default="default", help="Database alias.")
+        add_database_argument(parser)
         parser.add_argument("--json", action="store_true", help="Print JSON instead of a table.")
         parser.add_argument(
             "--fail-if-pending",

@@ -4,8 +4,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.core.management.base import CommandError, CommandParser
 
+from pgpubsub_simplehistory.management._options import (
+    INVALID,
+    DatabaseCommand,
+    add_database_argument,
+)
 from pgpubsub_simplehistory.progress import add_progress_arguments, progress_bar
 from pgpubsub_simplehistory.registry import HISTORY_TYPES
 from pgpubsub_simplehistory.replaying import (
@@ -16,39 +21,78 @@ from pgpubsub_simplehistory.replaying import (
 )
 
 
-class Command(BaseCommand):
+class Command(DatabaseCommand):
     help = (
         "Re-deliver historical records of a model to the listeners of its history channels, "
         "exactly as the listener would (event.replayed is True), each record in its own "
         "transaction, in history order. Replay is at-least-once: listeners should be idempotent. "
-        "Exit status: 0 all replayed, 1 some failed, 2 invalid request (nothing run)."
+        "Exit status: 0 all replayed (also when the selection matched no record: a 'nothing "
+        "matched' line says so), 1 some failed, 2 invalid request (nothing run)."
     )
 
     def add_arguments(self, parser: CommandParser) -> None:
-        parser.add_argument("history_ids", nargs="*", metavar="history_id")
         parser.add_argument(
-            "--model", required=True, metavar="APP.MODEL", help="The tracked model (required)."
+            "history_ids",
+            nargs="*",
+            metavar="history_id",
+            help="Primary keys of history records of --model (the history_id column); each must "
+            "exist.",
         )
-        parser.add_argument("--since", help="Records at or after this ISO 8601 date/datetime.")
-        parser.add_argument("--until", help="Records at or before this ISO 8601 date/datetime.")
         parser.add_argument(
-            "--object", nargs="+", dest="objects", metavar="PK", help="Records of these objects."
+            "--model",
+            required=True,
+            metavar="APP.MODEL",
+            help="The tracked model, e.g. shop.Order (required).",
+        )
+        parser.add_argument(
+            "--since",
+            metavar="WHEN",
+            help="Records at or after this ISO 8601 date or datetime (a date: from its start).",
+        )
+        parser.add_argument(
+            "--until",
+            metavar="WHEN",
+            help="Records at or before this ISO 8601 date or datetime (a date: to its end).",
+        )
+        parser.add_argument(
+            "--object",
+            nargs="+",
+            dest="objects",
+            metavar="PK",
+            help="Records of these objects (primary keys of --model).",
         )
         parser.add_argument(
             "--type",
             nargs="+",
             dest="types",
             choices=HISTORY_TYPES,
-            help="Records of these history types.",
+            help="Records of these history types: + (insert), ~ (update), - (delete).",
         )
-        parser.add_argument("--all", action="store_true", help="Every record of the model.")
-        parser.add_argument("--channel", help="Dotted path of one channel of the model.")
-        parser.add_argument("--listener", help="Dotted path of one listener function.")
-        parser.add_argument("--dry-run", action="store_true", help="List what would run.")
+        parser.add_argument(
+            "--all",
+            action="store_true",
+            help="Every record of the model (not together with history ids, --since, --until, "
+            "--object or --type).",
+        )
+        parser.add_argument(
+            "--channel",
+            metavar="CHANNEL",
+            help="Only the listeners of this history channel of the model (class path).",
+        )
+        parser.add_argument(
+            "--listener",
+            metavar="LISTENER",
+            help="Only this listener function (dotted path, e.g. shop.listeners.on_order_saved).",
+        )
+        parser.add_argument(
+            "--dry-run",
+            action="store_true",
+            help="List the records and the listeners they would go to; run nothing.",
+        )
         parser.add_argument(
             "--stop-on-error", action="store_true", help="Stop at the first failing record."
         )
-        parser.add_argument("--database", default="default", help="Database alias.")
+        add_database_argument(parser)
         add_progress_arguments(parser, "records")
 
     def handle(self, *args: Any, **options: Any) -> None:
@@ -66,9 +110,16 @@ class Command(BaseCommand):
                 using=options["database"],
             )
         except ReplayError as exc:
-            raise CommandError(str(exc), returncode=2) from None
+            raise CommandError(str(exc), returncode=INVALID) from None
         total = plan.count()
         verbosity = options["verbosity"]
+        if not total:
+            if verbosity > 0:
+                self.stdout.write(
+                    f"nothing matched: no history record of {plan.model._meta.label} "
+                    f"with {_selection(options)}"
+                )
+            return
         bar = progress_bar(self.stderr, total, verbosity, options["progress"])
         dry_run = options["dry_run"]
 
@@ -98,3 +149,16 @@ class Command(BaseCommand):
             self.stdout.write(result.summary())
         if not result.ok:
             raise CommandError(f"{result.failed} record(s) failed", returncode=1)
+
+
+def _selection(options: dict[str, Any]) -> str:
+    """The record selection as it was typed (``--object 5 --type +``)."""
+    given = [
+        ("--since", [options["since"]] if options["since"] else []),
+        ("--until", [options["until"]] if options["until"] else []),
+        ("--object", options["objects"] or []),
+        ("--type", options["types"] or []),
+    ]
+    parts = [" ".join(options["history_ids"])] if options["history_ids"] else []
+    parts += [f"{option} {' '.join(values)}" for option, values in given if values]
+    return " ".join(parts) or "--all"
