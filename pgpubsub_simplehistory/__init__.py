@@ -40,7 +40,7 @@ if TYPE_CHECKING:  # for type checkers; tests/test_api.py checks it lists __all_
         subscribe,
         unsubscribe,
     )
-    from .tracking import HistoricalRecords
+    from .tracking import HistoricalRecords, register
 
 __all__ = [
     "BackfillHistory",
@@ -68,6 +68,7 @@ __all__ = [
     "post_insert_listener",
     "post_save_listener",
     "post_update_listener",
+    "register",
     "replay",
     "resolve",
     "resolve_record",

@@ -39,6 +39,50 @@ def installation_problem(trigger: pgtrigger.Trigger, model: Any, alias: str) -> 
     return None if status == INSTALLED else str(status).lower()
 
 
+def identify(trigger: pgtrigger.Trigger, model: Any) -> tuple[str, str, str]:
+    """``(app label, model name, hash)``: a trigger on a model as defined now."""
+    return (
+        str(model._meta.app_label),
+        str(model._meta.model_name),
+        str(trigger.compile(model).hash),
+    )
+
+
+def pending_installs(alias: str) -> set[tuple[str, str, str]]:
+    """What the migrations ``migrate`` would apply to ``alias`` install, as :func:`identify`
+    gives it: their ``AddTrigger`` operations and the ``triggers`` of their ``CreateModel``.
+
+    Empty when the migrations cannot be read (the checks then report what is installed only).
+    """
+    from django.db import DatabaseError, connections
+    from django.db.migrations.exceptions import MigrationSchemaMissing
+    from django.db.migrations.executor import MigrationExecutor
+    from django.db.migrations.operations import CreateModel
+    from pgtrigger.compiler import Trigger as CompiledTrigger
+    from pgtrigger.migrations import AddTrigger
+
+    try:
+        executor = MigrationExecutor(connections[alias])
+        plan = executor.migration_plan(executor.loader.graph.leaf_nodes())
+    except (DatabaseError, MigrationSchemaMissing):
+        return set()
+    found = set()
+    for migration, backwards in plan:
+        if backwards:
+            continue
+        for operation in migration.operations:
+            if isinstance(operation, AddTrigger):
+                triggers = [(operation.model_name, operation.trigger)]
+            elif isinstance(operation, CreateModel):
+                triggers = [(operation.name, t) for t in operation.options.get("triggers", [])]
+            else:
+                continue
+            for model_name, trigger in triggers:
+                if isinstance(trigger, CompiledTrigger):
+                    found.add((migration.app_label, model_name.lower(), str(trigger.hash)))
+    return found
+
+
 @contextmanager
 def isolated() -> Iterator[None]:
     """Unregister, on exit, every trigger registered inside the block (tests)."""

@@ -19,7 +19,8 @@
 ``pgpubsub_simplehistory.W001``       saves of a channel's model are not atomic with their history
                                       record (plain simple-history ``HistoricalRecords``)
 ``pgpubsub_simplehistory.W002``       a channel's trigger is not installed or outdated in the
-                                      database (``check --database``; ``listen`` refuses to start)
+                                      database and no pending migration installs it (``check
+                                      --database``, ``migrate``; ``listen`` refuses to start)
 ``pgpubsub_simplehistory.W003``       ``PGPUBSUB_SIMPLEHISTORY_BATCH_SIZE`` above 64 (a batch would
                                       overflow Postgres's subtransaction cache)
 ====================================  ==========================================================
@@ -27,13 +28,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 from django.apps import AppConfig
 from django.conf import settings
 from django.core.checks import CheckMessage, Error, Tags, Warning, register
-from django.db import router
+from django.db import models, router
 
 from . import _pgpubsub, _pgtrigger, conf, registry
 from .draining import MAX_CACHED_SUBTRANSACTIONS
@@ -92,7 +93,9 @@ def check_channels(app_configs: Sequence[AppConfig] | None, **kwargs: Any) -> li
                 continue
             channel.history_model()
         except ChannelConfigurationError as exc:
-            errors.append(Error(str(exc), obj=channel, id=f"{APP}.E001"))
+            errors.append(
+                Error(str(exc), hint=_no_history_hint(channel), obj=channel, id=f"{APP}.E001")
+            )
             continue
         errors.extend(_check_pgpubsub_decorators(channel))
         errors.extend(_check_history_types(channel))
@@ -102,13 +105,38 @@ def check_channels(app_configs: Sequence[AppConfig] | None, **kwargs: Any) -> li
                 Warning(
                     f"saves of {model._meta.label} are not atomic with their history record: "
                     "in autocommit a change can commit without its history and notification",
-                    hint="Import HistoricalRecords from pgpubsub_simplehistory instead of "
-                    "simple_history.models.",
+                    hint=_atomic_hint(model),
                     obj=model,
                     id=f"{APP}.W001",
                 )
             )
     return errors
+
+
+def _no_history_hint(channel: type[Any]) -> str:
+    model = channel.model
+    if not (isinstance(model, type) and issubclass(model, models.Model)):
+        return (
+            f"Set {channel.__qualname__}.model to the model class itself (import it), not "
+            f"{model!r}."
+        )
+    name = model.__name__
+    return (
+        f"Add `history = HistoricalRecords()` (from pgpubsub_simplehistory) to {name}, or, for a "
+        f"model you do not own, call pgpubsub_simplehistory.register({name}, app=...) in a "
+        "models.py of yours; then run makemigrations and migrate."
+    )
+
+
+def _atomic_hint(model: type[Any]) -> str:
+    name = model.__name__
+    return (
+        f"Where {name} declares `history = HistoricalRecords()`, import HistoricalRecords from "
+        "pgpubsub_simplehistory instead of simple_history.models; where it is registered with "
+        f"simple_history.register({name}, ...) (a model you do not own), call "
+        f"pgpubsub_simplehistory.register({name}, ...) instead, with the same arguments (no "
+        "migration changes)."
+    )
 
 
 def _concrete_label(model: type[Any]) -> str:
@@ -176,33 +204,64 @@ def check_triggers_installed(
     databases: Sequence[str] | None = None,
     **kwargs: Any,
 ) -> list[CheckMessage]:
-    """Runs with ``manage.py check --database <alias>``; ``listen`` runs it on start."""
-    return [
-        Warning(problem, hint="Run makemigrations and migrate.", id=f"{APP}.W002")
-        for problem in trigger_problems(databases or [])
-    ]
+    """Runs with ``manage.py check --database <alias>``, and so before ``migrate`` applies
+    anything: a trigger that one of the migrations about to run installs (the first
+    ``migrate`` of a project) is not reported; one that no migration installs is."""
+    messages: list[CheckMessage] = []
+    for alias in databases or []:
+        uninstalled = list(_uninstalled_triggers(alias, registry.channels()))
+        if not uninstalled:
+            continue
+        pending = _pgtrigger.pending_installs(alias)
+        for channel, trigger, history_model, status in uninstalled:
+            if _pgtrigger.identify(trigger, history_model) in pending:
+                continue  # the next migrate installs it as defined
+            messages.append(
+                Warning(
+                    _trigger_problem(channel, history_model, status, alias),
+                    hint="Run makemigrations, then migrate: no migration waiting to be "
+                    "applied installs it as defined.",
+                    obj=channel,
+                    id=f"{APP}.W002",
+                )
+            )
+    return messages
 
 
 def trigger_problems(
     databases: Sequence[str], channels: Sequence[type[Any]] | None = None
 ) -> list[str]:
     """Channels (default: all) whose trigger is not installed as defined, per database alias."""
-    problems = []
-    for alias in databases:
-        for channel in channels if channels is not None else registry.channels():
-            trigger = registry.trigger_of(channel)
-            if trigger is None:
-                continue  # misdeclared: E001/E003 say why
-            history_model = channel.history_model()
-            status = _pgtrigger.installation_problem(trigger, history_model, alias)
-            if status is not None:
-                what = "stored" if channel.lock_notifications else "notified"
-                problems.append(
-                    f"the trigger of {channel.name()} on {history_model._meta.db_table} is "
-                    f"{status} in database {alias!r}: changes of "
-                    f"{channel.model._meta.label} are not {what} as {channel.name()} declares"
-                )
-    return problems
+    return [
+        _trigger_problem(channel, history_model, status, alias)
+        for alias in databases
+        for channel, _, history_model, status in _uninstalled_triggers(
+            alias, channels if channels is not None else registry.channels()
+        )
+    ]
+
+
+def _uninstalled_triggers(
+    alias: str, channels: Sequence[type[Any]]
+) -> Iterator[tuple[type[Any], Any, type[Any], str]]:
+    """``(channel, trigger, history model, status)`` of each trigger not installed as defined."""
+    for channel in channels:
+        trigger = registry.trigger_of(channel)
+        if trigger is None:
+            continue  # misdeclared: E001/E003 say why
+        history_model = channel.history_model()
+        status = _pgtrigger.installation_problem(trigger, history_model, alias)
+        if status is not None:
+            yield channel, trigger, history_model, status
+
+
+def _trigger_problem(channel: type[Any], history_model: type[Any], status: str, alias: str) -> str:
+    what = "stored" if channel.lock_notifications else "notified"
+    return (
+        f"the trigger of {channel.name()} on {history_model._meta.db_table} is {status} in "
+        f"database {alias!r}: changes of {channel.model._meta.label} are not {what} as "
+        f"{channel.name()} declares"
+    )
 
 
 @register(Tags.compatibility)

@@ -7,6 +7,8 @@ model's ``save_base`` in ``transaction.atomic(savepoint=False)``: inside a calle
 costs nothing, in autocommit it turns two commits into one.
 
 Deletes and m2m changes need nothing: Django already sends their signals inside its atomic block.
+A model you do not own (``User``, a third-party app's model) is tracked with :func:`register`,
+simple-history's ``register`` with the same atomic saves.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import functools
 from collections.abc import Callable
 from typing import Any
 
+import simple_history
 from django.db import models, router, transaction
 from simple_history.models import HistoricalRecords as _SimpleHistoricalRecords
 
@@ -79,6 +82,41 @@ def make_saves_atomic(model: type[models.Model]) -> None:
 
     setattr(save_base, ATOMIC_SAVE_MARKER, True)
     model.save_base = save_base  # type: ignore[method-assign]
+
+
+def register(
+    model: type[models.Model],
+    app: str | None = None,
+    manager_name: str = "history",
+    records_class: type[_SimpleHistoricalRecords] | None = None,
+    table_name: str | None = None,
+    **records_config: Any,
+) -> None:
+    """Track a model you do not own, with saves atomic with their history record.
+
+    ``simple_history.register`` with this package's :class:`HistoricalRecords` (the same
+    arguments; ``records_class`` defaults to it)::
+
+        from django.contrib.auth.models import User
+
+        import pgpubsub_simplehistory
+
+        pgpubsub_simplehistory.register(User, app="accounts")  # in accounts/models.py
+
+    Call it where simple-history's would be called: in a ``models.py`` (``app`` names the app
+    whose migrations hold the history table). A ``records_class`` that does not derive from this
+    package's ``HistoricalRecords`` still gets atomic saves.
+    """
+    simple_history.register(
+        model,
+        app=app,
+        manager_name=manager_name,
+        records_class=records_class or HistoricalRecords,
+        table_name=table_name,
+        **records_config,
+    )
+    make_saves_atomic(model)
+    cache_history_manager(model, manager_name)
 
 
 def saves_are_atomic(model: type[models.Model]) -> bool:

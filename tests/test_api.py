@@ -43,6 +43,7 @@ KINDS = {
     "post_insert_listener": "function",
     "post_save_listener": "function",
     "post_update_listener": "function",
+    "register": "function",
     "replay": "function",
     "resolve": "function",
     "resolve_record": "function",
@@ -75,9 +76,10 @@ def test_every_exported_name_is_the_documented_kind_after_every_submodule_is_imp
     assert sorted(psh.__all__) == sorted(KINDS)
     got = {name: _kind(getattr(psh, name)) for name in psh.__all__}
     assert got == KINDS
-    from pgpubsub_simplehistory import subscribe
+    from pgpubsub_simplehistory import register, subscribe
 
     assert inspect.isfunction(subscribe) and subscribe.__module__.endswith(".subscriptions")
+    assert register.__module__.endswith(".tracking")  # not simple-history's or a check's
 
 
 def test_no_module_is_named_like_an_exported_name():

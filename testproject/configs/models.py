@@ -4,9 +4,8 @@ import uuid
 
 from django.contrib.auth.models import User
 from django.db import models
-from simple_history import register
 
-from pgpubsub_simplehistory import HistoricalRecords
+from pgpubsub_simplehistory import HistoricalRecords, register
 
 
 class Labelled(models.Model):
@@ -115,5 +114,5 @@ class PlaceProxy(Place):
         proxy = True
 
 
-# A model of another app (django.contrib.auth), its history in this app.
-register(User, app="testproject.configs", records_class=HistoricalRecords)
+# A model of another app (django.contrib.auth), its history in this app, with atomic saves.
+register(User, app="testproject.configs")
