@@ -74,21 +74,21 @@ def check_database(alias: str) -> None:
 
 
 class DatabaseCommand(BaseCommand):
-    """A command with ``--database``: the alias is checked (and connected to) before anything
-    runs, and a database error later on is one line and exit status 1 (part of the work may
-    have been done) rather than a traceback. ``--version`` prints this library's version."""
+    """A command with ``--database``. Its ``handle`` starts with :func:`check_database` (after
+    the system checks ran: a misconfiguration is reported first); a database error after that
+    is one line and exit status 1 (part of the work may have been done) rather than a
+    traceback. ``--version`` prints this library's version."""
 
     def get_version(self) -> str:
         return version()
 
     def execute(self, *args: Any, **options: Any) -> Any:
-        alias = options.get("database") or DEFAULT_DB_ALIAS
-        check_database(alias)
         try:
             return super().execute(*args, **options)
         except _DATABASE_ERRORS as exc:
             if options.get("traceback"):
                 raise
+            alias = options.get("database") or DEFAULT_DB_ALIAS
             raise CommandError(
                 f"database {describe(alias)} failed: {one_line(exc)}", returncode=1
             ) from None

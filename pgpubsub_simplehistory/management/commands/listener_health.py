@@ -7,7 +7,11 @@ from typing import Any
 
 from django.core.management.base import CommandError, CommandParser
 
-from pgpubsub_simplehistory.management._options import DatabaseCommand, add_database_argument
+from pgpubsub_simplehistory.management._options import (
+    DatabaseCommand,
+    add_database_argument,
+    check_database,
+)
 from pgpubsub_simplehistory.monitoring import check_health
 
 
@@ -48,6 +52,7 @@ class Command(DatabaseCommand):
         add_database_argument(parser)
 
     def handle(self, *args: Any, **options: Any) -> None:
+        check_database(options["database"])
         health = check_health(
             max_pending=options["max_pending"],
             max_age=options["max_age"],

@@ -13,6 +13,7 @@ from pgpubsub_simplehistory.management._options import (
     INVALID,
     DatabaseCommand,
     add_database_argument,
+    check_database,
 )
 from pgpubsub_simplehistory.progress import add_progress_arguments, progress_bar
 
@@ -90,6 +91,7 @@ class Command(DatabaseCommand):
                 )
 
     def handle(self, *args: Any, **options: Any) -> None:
+        check_database(options["database"])
         action = options["action"]
         selection = _selection(options)
         select_all = options.get("all", False)

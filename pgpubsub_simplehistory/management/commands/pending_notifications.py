@@ -8,7 +8,11 @@ from typing import Any
 from django.core.management.base import CommandError, CommandParser
 from django.utils import timezone
 
-from pgpubsub_simplehistory.management._options import DatabaseCommand, add_database_argument
+from pgpubsub_simplehistory.management._options import (
+    DatabaseCommand,
+    add_database_argument,
+    check_database,
+)
 from pgpubsub_simplehistory.monitoring import pending_notifications
 
 
@@ -30,6 +34,7 @@ class Command(DatabaseCommand):
         )
 
     def handle(self, *args: Any, **options: Any) -> None:
+        check_database(options["database"])
         groups = pending_notifications(options["database"])
         now = timezone.now()
         if options["json"]:

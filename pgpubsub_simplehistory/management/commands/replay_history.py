@@ -10,6 +10,7 @@ from pgpubsub_simplehistory.management._options import (
     INVALID,
     DatabaseCommand,
     add_database_argument,
+    check_database,
 )
 from pgpubsub_simplehistory.progress import add_progress_arguments, progress_bar
 from pgpubsub_simplehistory.registry import HISTORY_TYPES
@@ -96,6 +97,7 @@ class Command(DatabaseCommand):
         add_progress_arguments(parser, "records")
 
     def handle(self, *args: Any, **options: Any) -> None:
+        check_database(options["database"])
         try:
             plan = plan_replay(
                 options["model"],
