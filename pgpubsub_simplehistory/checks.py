@@ -21,8 +21,6 @@
 ``pgpubsub_simplehistory.W002``       a channel's trigger is not installed or outdated in the
                                       database and no pending migration installs it (``check
                                       --database``, ``migrate``; ``listen`` refuses to start)
-``pgpubsub_simplehistory.W003``       ``PGPUBSUB_SIMPLEHISTORY_BATCH_SIZE`` above 64 (a batch would
-                                      overflow Postgres's subtransaction cache)
 ====================================  ==========================================================
 """
 
@@ -36,8 +34,7 @@ from django.conf import settings
 from django.core.checks import CheckMessage, Error, Tags, Warning, register
 from django.db import models, router
 
-from . import _pgpubsub, _pgtrigger, conf, registry
-from .draining import MAX_CACHED_SUBTRANSACTIONS
+from . import _pgpubsub, _pgtrigger, registry
 from .exceptions import ChannelConfigurationError
 from .tracking import history_written_with_model, saves_are_atomic
 
@@ -262,21 +259,3 @@ def _trigger_problem(channel: type[Any], history_model: type[Any], status: str, 
         f"database {alias!r}: changes of {channel.model._meta.label} are not {what} as "
         f"{channel.name()} declares"
     )
-
-
-@register(Tags.compatibility)
-def check_batch_size(app_configs: Sequence[AppConfig] | None, **kwargs: Any) -> list[CheckMessage]:
-    size = conf.batch_size()
-    if size <= MAX_CACHED_SUBTRANSACTIONS:
-        return []
-    return [
-        Warning(
-            f"PGPUBSUB_SIMPLEHISTORY_BATCH_SIZE is {size}: each notification of a batch but the "
-            "first runs in a savepoint, and a transaction with more than "
-            f"{MAX_CACHED_SUBTRANSACTIONS} subtransactions that wrote overflows Postgres's "
-            "subtransaction cache, which slows down every session's snapshot checks while the "
-            "batch runs",
-            hint=f"Use a batch size of at most {MAX_CACHED_SUBTRANSACTIONS} (default 50).",
-            id=f"{APP}.W003",
-        )
-    ]

@@ -33,3 +33,18 @@ def batch_size() -> int:
 
 def prepared_statements() -> bool:
     return bool(_get("PREPARED_STATEMENTS", True))
+
+
+#: Seconds a claimed notification stays leased to its worker; after that the worker is presumed
+#: dead and the notification is reaped as a failed attempt.
+DEFAULT_LEASE_SECONDS = 10.0
+#: Seconds one listener may run before its worker releases the rest of its batch.
+DEFAULT_RELEASE_AFTER = 1.0
+
+
+def lease_seconds() -> float:
+    return float(_get("LEASE_SECONDS", DEFAULT_LEASE_SECONDS))
+
+
+def release_after() -> float:
+    return float(_get("RELEASE_AFTER", DEFAULT_RELEASE_AFTER))

@@ -1,44 +1,71 @@
-"""Draining the queue: claim stored notifications, resolve them, run the listeners, settle.
+"""Draining the queue: claim a batch of stored notifications, then run each in a transaction of
+its own and settle it.
 
-A batch is one transaction. It claims up to ``PGPUBSUB_SIMPLEHISTORY_BATCH_SIZE`` due
-notifications (``queue.claim``: oldest first, at most one per object, ``FOR UPDATE SKIP
-LOCKED``), loads their history records in one query per channel, and runs each notification's
-listeners: the first directly in the transaction, every later one in a savepoint of its own. A
-processed notification is deleted in the transaction in which its listeners' writes commit; a
-failing later one is settled (retry or park) in the same transaction, a failing first one rolls
-the transaction back (nothing else ran in it) and is settled in a new one. Before committing,
-the batch claims again (a processed change may have released its object's next one) until a
-claim is empty, the batch is full, it ran ``BATCH_SECONDS`` or it is asked to stop. Log lines and
-signals follow the commit.
+* **Claim** (``queue.claim``, autocommit): up to ``PGPUBSUB_SIMPLEHISTORY_BATCH_SIZE`` due
+  notifications, oldest first, at most one per object. Each one's attempt is counted and the row
+  leased to this worker *before* any listener runs, so that a worker that dies in a listener
+  leaves a trace: its lease runs out and the notification is reaped as a failed attempt
+  (``reap``). Their history records are then loaded in one query per channel.
+* **Run**, one transaction per notification: its first statement deletes the row if this worker
+  still holds it (``queue.take``; the row stays locked until the commit, so no other worker can
+  take it over meanwhile), then the listeners run, then the commit makes their writes and "done"
+  durable together. Whatever fails — a listener, the COMMIT itself (a deferred constraint), the
+  session (the server ended it) — is that notification's failure alone: it is settled (retry
+  with backoff, or park) and the batch goes on with the next one.
+* **Bound the batch**: after ``BATCH_SECONDS`` the notifications not started yet are released
+  (their attempt taken back) for any worker; a ``Watchdog`` releases them as soon as one listener
+  has run ``PGPUBSUB_SIMPLEHISTORY_RELEASE_AFTER`` seconds, so that a slow listener holds back
+  nothing but its own object.
+
+Log lines and signals follow each commit (``settlement.announce``).
 """
 
 from __future__ import annotations
 
+import os
+import socket
+import threading
 import time
 import traceback
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from django.apps import apps
 from django.db import DatabaseError, connections, transaction
 
-from . import conf, queue
+from . import conf, queue, registry
 from .dispatch import dispatch
+from .exceptions import MissingHistoryRecord
 from .models import Notification
 from .payload import HistoryPointer
 from .records import LoadedRecords, forget_prepared
 from .resolution import load_for, resolve
 from .settlement import Outcome, RetryPolicy, Settlement, announce, logger
 
-#: Postgres's PGPROC_MAX_CACHED_SUBXIDS: a transaction with more subtransactions that wrote
-#: (released savepoints count until the commit) overflows its cache, and every session's
-#: snapshot checks then read pg_subtrans until it ends.
-MAX_CACHED_SUBTRANSACTIONS = 64
-#: A batch stops taking more work after this many seconds, so that slow listeners still commit
-#: (and stop) promptly; the claimed rows it did not reach are released by the commit.
+#: A batch starts no notification after it ran this long; the rest go back to the queue.
 BATCH_SECONDS = 0.5
 
 Channel = type[Any]
+
+
+def worker_id() -> str:
+    """This process as a lease holder: ``host:pid``."""
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+class TransactionLeftAborted(Exception):
+    """A listener returned normally but left its transaction unusable (it caught a database
+    error without rolling back to a savepoint of its own)."""
+
+
+class CommitFailed(Exception):
+    """The listeners ran, but the transaction failed at COMMIT (a deferred constraint)."""
+
+
+class SessionEnded(Exception):
+    """The server ended the database session while the notification ran (a timeout such as
+    ``idle_in_transaction_session_timeout``, an administrator, a restart)."""
 
 
 @dataclass
@@ -48,6 +75,8 @@ class Drained:
     counts: dict[Outcome, int] = field(default_factory=lambda: {o: 0 for o in Outcome})
     #: The last claim found nothing more to do.
     exhausted: bool = False
+    #: Seconds until the soonest retry it scheduled is due (None: it scheduled none).
+    next_retry: float | None = None
 
     @property
     def handled(self) -> int:
@@ -57,6 +86,13 @@ class Drained:
         for outcome, n in other.counts.items():
             self.counts[outcome] += n
         self.exhausted = other.exhausted
+        if other.next_retry is not None:
+            self.next_retry = min(other.next_retry, self.next_retry or other.next_retry)
+
+    def count(self, settled: Settlement) -> None:
+        self.counts[settled.outcome] += 1
+        if settled.retry_in is not None:
+            self.next_retry = min(settled.retry_in, self.next_retry or settled.retry_in)
 
 
 def drain(
@@ -65,6 +101,8 @@ def drain(
     using: str = "default",
     limit: int | None = None,
     should_stop: Callable[[], bool] | None = None,
+    worker: str | None = None,
+    watchdog: Watchdog | None = None,
 ) -> Drained:
     """Process due notifications of ``channels``, batch after batch, until none is left,
     ``limit`` were handled or ``should_stop()`` is true."""
@@ -72,12 +110,19 @@ def drain(
     while limit is None or drained.handled < limit:
         if should_stop is not None and should_stop():
             break
-        size = (
-            conf.batch_size() if limit is None else min(conf.batch_size(), limit - drained.handled)
+        size = conf.batch_size()
+        if limit is not None:
+            size = min(size, limit - drained.handled)
+        batch = process_batch(
+            channels,
+            using=using,
+            limit=size,
+            should_stop=should_stop,
+            worker=worker,
+            watchdog=watchdog,
         )
-        batch = process_batch(channels, using=using, limit=size, should_stop=should_stop)
         drained.add(batch)
-        if batch.exhausted or not batch.handled:
+        if batch.exhausted:
             break
     return drained
 
@@ -88,150 +133,180 @@ def process_batch(
     using: str = "default",
     limit: int | None = None,
     should_stop: Callable[[], bool] | None = None,
+    worker: str | None = None,
+    watchdog: Watchdog | None = None,
 ) -> Drained:
-    """Claim and process up to ``limit`` notifications in one transaction (see the module).
-
-    If loading the batch's history records fails (a migration changed a history table under the
-    running worker, or the table is broken), the transaction is rolled back, nothing is counted
-    against the notifications, and the batch runs again resolving each notification on its own,
-    so that a broken one fails alone.
-    """
+    """Claim up to ``limit`` notifications and run each in its own transaction (see the
+    module). Call it outside a transaction."""
+    worker = worker or worker_id()
+    by_name = {c.listen_safe_name(): c for c in channels}
+    rows = queue.claim(
+        list(by_name),
+        [c.listen_safe_name() for c in channels if c.parked_blocks_object],
+        limit or conf.batch_size(),
+        worker=worker,
+        lease_seconds=conf.lease_seconds(),
+        using=using,
+    )
+    drained = Drained()
+    if not rows:
+        drained.exhausted = True
+        return drained
+    rows = _isolate_reaped(rows, worker, using)
+    loaded = _load(rows, by_name, using)
+    running = Running(rows, worker, using)
+    deadline = time.monotonic() + BATCH_SECONDS
+    if watchdog is not None:
+        watchdog.watch(running)
     try:
-        return _Batch(channels, using, limit, should_stop, preload=True).run()
-    except _PreloadFailed as failed:
-        _ensure_connection_usable(using)
+        while (row := running.next()) is not None:
+            if drained.handled and (
+                time.monotonic() > deadline or (should_stop is not None and should_stop())
+            ):
+                running.give_back(row)
+                break
+            channel = by_name[row.listen_name]
+            settled = _run(channel, row, worker, using, loaded.get(row.listen_name), running)
+            if settled is not None:
+                drained.count(settled)
+                announce([settled])
+    finally:
+        if watchdog is not None:
+            watchdog.watch(None)
+        running.release_rest()
+    return drained
+
+
+def _isolate_reaped(rows: list[Notification], worker: str, using: str) -> list[Notification]:
+    """A notification reaped from a dead worker may be what killed it: it runs last in its
+    batch, and at most one such per batch, so that if it kills this worker too no other
+    notification counts that attempt."""
+    reaped = [row for row in rows if row.last_error.startswith(queue.DIED)]
+    if not reaped:
+        return rows
+    queue.release([row.pk for row in reaped[1:]], worker, using)
+    return [row for row in rows if row not in reaped] + reaped[:1]
+
+
+def _load(
+    rows: list[Notification], by_name: dict[str, Channel], using: str
+) -> dict[str, LoadedRecords]:
+    """The rows' history records (each update with its previous record), by channel: one query
+    per channel, a statement prepared once per connection. If that fails (a migration changed a
+    history table under the running worker, or the table is broken), each notification loads
+    its own record in its transaction, so that a broken one fails alone."""
+    ids: dict[str, list[str]] = {}
+    for row in rows:
+        ids.setdefault(row.listen_name, []).append(row.history_id)
+    prepared = conf.prepared_statements()
+    try:
+        return {
+            name: load_for(by_name[name], history_ids, using, prepared=prepared)
+            for name, history_ids in ids.items()
+        }
+    except DatabaseError as exc:
+        if not _usable(using):
+            raise
         forget_prepared(using)  # a migration may have changed the records' columns
         logger.warning(
-            "loading the history records of a batch failed (%s); processing its "
-            "notifications one by one",
-            failed.error,
+            "loading the history records of a batch failed (%s); loading each notification's "
+            "record on its own",
+            exc,
         )
-        return _Batch(channels, using, limit, should_stop, preload=False).run()
+        return {}
 
 
-class _Batch:
-    def __init__(
-        self,
-        channels: Sequence[Channel],
-        using: str,
-        limit: int | None,
-        should_stop: Callable[[], bool] | None,
-        preload: bool,
-    ) -> None:
-        self.by_name = {c.listen_safe_name(): c for c in channels}
-        self.blocking = [c.listen_safe_name() for c in channels if c.parked_blocks_object]
+class Running:
+    """The notifications of a batch not started yet, and the one running: shared between the
+    worker's thread and its ``Watchdog``."""
+
+    def __init__(self, rows: list[Notification], worker: str, using: str) -> None:
+        self.waiting = list(rows)
+        self.worker = worker
         self.using = using
-        self.remaining = limit or conf.batch_size()
-        self.should_stop = should_stop
-        self.preload = preload
-        self.drained = Drained()
-        self.settlements: list[Settlement] = []
+        self.started: float | None = None
+        self.lock = threading.Lock()
 
-    def run(self) -> Drained:
-        try:
-            with transaction.atomic(using=self.using):
-                self._claim_and_process()
-        except _FirstRowFailed as failed:  # rolled back: settle it in a transaction of its own
-            self._add(_settle_after_rollback(failed, self.using))
-        announce(self.settlements)
-        return self.drained
+    def next(self) -> Notification | None:
+        with self.lock:
+            self.started = None
+            if not self.waiting:
+                return None
+            self.started = time.monotonic()
+            return self.waiting.pop(0)
 
-    def _add(self, settled: Settlement) -> None:
-        self.settlements.append(settled)
-        self.drained.counts[settled.outcome] += 1
+    def give_back(self, row: Notification) -> None:
+        with self.lock:
+            self.started = None
+            self.waiting.insert(0, row)
 
-    def _claim_and_process(self) -> None:
-        deadline = time.monotonic() + BATCH_SECONDS
-        while self.remaining > 0:
-            rows = queue.claim(list(self.by_name), self.blocking, self.remaining, self.using)
-            if not rows:
-                self.drained.exhausted = True
-                return
-            loaded = self._load(rows) if self.preload else {}
-            done: list[int] = []
-            for row in rows:
-                if self.settlements and (
-                    time.monotonic() > deadline or (self.should_stop and self.should_stop())
-                ):
-                    if done:
-                        queue.delete_done(done, self.using)
-                    return  # the rest is released, untouched, by the commit
-                channel = self.by_name[row.listen_name]
-                if self.settlements:
-                    settled = _process_row(channel, row, self.using, loaded.get(row.listen_name))
-                else:
-                    settled = _process_first_row(
-                        channel, row, self.using, loaded.get(row.listen_name)
-                    )
-                self._add(settled)
-                self.remaining -= 1
-                if settled.outcome is Outcome.PROCESSED:
-                    done.append(row.pk)
-            if done:
-                queue.delete_done(done, self.using)
+    def take_waiting(self) -> list[Notification]:
+        with self.lock:
+            rows, self.waiting = self.waiting, []
+            return rows
 
-    def _load(self, rows: list[Notification]) -> dict[str, LoadedRecords]:
-        """The claimed rows' history records (each update with its previous record), by
-        channel: one query per channel, a prepared statement of the connection.
-
-        Raises _PreloadFailed on a database error (the transaction is then aborted).
-        """
-        ids: dict[str, list[str]] = {}
-        for row in rows:
-            ids.setdefault(row.listen_name, []).append(row.history_id)
-        prepared = conf.prepared_statements()
-        try:
-            return {
-                name: load_for(self.by_name[name], history_ids, self.using, prepared=prepared)
-                for name, history_ids in ids.items()
-            }
-        except DatabaseError as exc:
-            raise _PreloadFailed(exc) from exc
+    def release_rest(self) -> None:
+        rows = self.take_waiting()
+        if rows:
+            queue.release([row.pk for row in rows], self.worker, self.using)
 
 
-class _PreloadFailed(Exception):
-    def __init__(self, error: DatabaseError) -> None:
-        super().__init__(str(error))
-        self.error = error
-
-
-def _run(channel: Channel, row: Notification, using: str, loaded: LoadedRecords | None) -> None:
-    dispatch(resolve(channel, HistoryPointer.of_notification(row), using=using, loaded=loaded))
-
-
-class TransactionLeftAborted(Exception):
-    """A listener returned normally but left its transaction unusable (it caught a database
-    error without rolling back to a savepoint of its own)."""
-
-
-class _FirstRowFailed(Exception):
-    """The first notification of a transaction failed: roll the transaction back, then settle."""
-
-    def __init__(
-        self, channel: Channel, row: Notification, error: BaseException, started: float
-    ) -> None:
-        super().__init__(str(error))
-        self.channel, self.row, self.error, self.started = channel, row, error, started
-
-
-def _process_first_row(
-    channel: Channel, row: Notification, using: str, loaded: LoadedRecords | None
-) -> Settlement:
-    """Run the listeners of the transaction's first row directly in it (no savepoint).
-
-    Raises _FirstRowFailed when they fail, for the caller to roll back and settle.
-    """
+def _run(
+    channel: Channel,
+    row: Notification,
+    worker: str,
+    using: str,
+    loaded: LoadedRecords | None,
+    running: Running,
+) -> Settlement | None:
+    """Run one notification in its own transaction and settle it. None when another worker
+    took it over (its lease ran out while it waited in this batch)."""
     started = time.perf_counter()
+    ran = False
     try:
-        _run(channel, row, using, loaded)
-        if _transaction_aborted(using):
-            raise TransactionLeftAborted(
-                "the listener returned, but its transaction was aborted by a database error it "
-                "caught; wrap the statements that may fail in transaction.atomic()"
+        with transaction.atomic(using=using):
+            if not queue.take(row, worker, using):
+                return None
+            dispatch(
+                resolve(channel, HistoryPointer.of_notification(row), using=using, loaded=loaded)
             )
+            if _transaction_aborted(using):
+                raise TransactionLeftAborted(
+                    "the listener returned, but its transaction was aborted by a database error "
+                    "it caught; wrap the statements that may fail in transaction.atomic()"
+                )
+            ran = True
     except Exception as exc:
-        raise _FirstRowFailed(channel, row, exc, started) from exc
-    return _settled(channel, row, Outcome.PROCESSED, row.attempts + 1, started)
+        error = _classify(exc, ran, using)
+        return _settle_failure(channel, row, error, worker, using, started)
+    return _settlement(channel, row, Outcome.PROCESSED, started)
+
+
+def _classify(exc: Exception, ran: bool, using: str) -> BaseException:
+    """What went wrong: the session, the COMMIT, or the listener (``exc`` itself)."""
+    if not _usable(using):
+        connections[using].close()  # the next statement opens a new session
+        ended = SessionEnded(f"session terminated by the server: {_first_line(exc)}")
+        ended.__cause__ = exc
+        return ended
+    if ran:
+        failed = CommitFailed(f"commit failed: {type(exc).__name__}: {_first_line(exc)}")
+        failed.__cause__ = exc
+        return failed
+    return exc
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def _usable(using: str) -> bool:
+    wrapper = connections[using]
+    try:
+        return wrapper.connection is not None and wrapper.is_usable()
+    except Exception:
+        return False
 
 
 #: libpq's PQTRANS_INERROR (psycopg2 and psycopg expose it as ``connection.info``).
@@ -246,51 +321,72 @@ def _transaction_aborted(using: str) -> bool:
     return getattr(info, "transaction_status", None) == _PQTRANS_INERROR
 
 
-def _settle_after_rollback(failed: _FirstRowFailed, using: str) -> Settlement:
-    """Settle a first row whose transaction rolled back, locking its row again.
-
-    In the moment between the rollback and the lock another worker may have claimed it: if it
-    processed it, there is nothing left to settle (the outcome is FAILED: this attempt's changes
-    were rolled back); if it failed too, both attempts count.
-    """
-    _ensure_connection_usable(using)
-    row, error = failed.row, failed.error
-    with transaction.atomic(using=using):
-        pending = queue.lock_pending(row.pk, using)
-        if pending is not None:
-            row = pending
-            outcome, retry_in = _settle_failure(failed.channel, row, error, using)
-        else:
-            outcome, retry_in = Outcome.FAILED, None
-    return _settled(
-        failed.channel, row, outcome, failed.row.attempts + 1, failed.started, error, retry_in
-    )
+def describe(error: BaseException) -> str:
+    """The ``last_error`` of a failure."""
+    if isinstance(error, (CommitFailed, SessionEnded)):
+        return str(error)
+    return f"{type(error).__name__}: {error}"
 
 
-def _process_row(
-    channel: Channel, row: Notification, using: str, loaded: LoadedRecords | None
+def _settle_failure(
+    channel: Channel,
+    row: Notification,
+    error: BaseException,
+    worker: str,
+    using: str,
+    started: float,
 ) -> Settlement:
-    """Run the listeners of one claimed row in a savepoint; settle a failure on the row.
+    policy = RetryPolicy.of(channel)
+    park = policy.parks(row.attempts, error)
+    delay = policy.delay(row.attempts)
+    cause = error.__cause__ if isinstance(error, (CommitFailed, SessionEnded)) else error
+    settled = queue.settle_failure(
+        row,
+        worker=worker,
+        error=describe(error),
+        traceback="".join(traceback.format_exception(cause or error)),
+        park=park,
+        delay=delay,
+        using=using,
+    )
+    if not settled:  # another worker took it over meanwhile: this attempt's changes rolled back
+        return _settlement(channel, row, Outcome.FAILED, started, error)
+    if isinstance(error, MissingHistoryRecord):
+        _park_vanished_history(channel, row, using)
+    outcome = Outcome.PARKED if park else Outcome.RETRY
+    return _settlement(channel, row, outcome, started, error, None if park else delay)
 
-    The caller deletes the row when the outcome is PROCESSED, in the same transaction.
-    """
-    started = time.perf_counter()
-    attempt = row.attempts + 1
-    try:
-        with transaction.atomic(using=using):
-            _run(channel, row, using, loaded)
-    except Exception as exc:
-        _ensure_connection_usable(using)
-        outcome, retry_in = _settle_failure(channel, row, exc, using)
-        return _settled(channel, row, outcome, attempt, started, exc, retry_in)
-    return _settled(channel, row, Outcome.PROCESSED, attempt, started)
+
+def _park_vanished_history(channel: Channel, row: Notification, using: str) -> None:
+    """The object's history is gone (``cascade_delete_history``, a cleanup): park its later
+    notifications whose records are gone too, instead of leaving them behind the parked one."""
+    later = queue.pending_of_object(row, using)
+    if not later:
+        return
+    existing = load_for(channel, [n.history_id for n in later], using).records
+    history_pk = channel.history_model()._meta.pk
+    gone = [n for n in later if history_pk.to_python(n.history_id) not in existing]
+    for notification in gone:
+        queue.park(
+            [notification.pk],
+            f"MissingHistoryRecord: {notification.history_model} "
+            f"history_id={notification.history_id} no longer exists (like the record of "
+            f"notification {row.pk} of the same object): its history was deleted",
+            using,
+        )
+    if gone:
+        logger.error(
+            "parked %d later notification(s) of object %s on %s: its history was deleted",
+            len(gone),
+            row.object_id,
+            channel.name(),
+        )
 
 
-def _settled(
+def _settlement(
     channel: Channel,
     row: Notification,
     outcome: Outcome,
-    attempt: int,
     started: float,
     error: BaseException | None = None,
     retry_in: float | None = None,
@@ -302,33 +398,136 @@ def _settled(
         history_id=row.history_id,
         history_type=row.history_type,
         notification_id=row.pk,
-        attempt=attempt,
+        attempt=row.attempts,
         duration=time.perf_counter() - started,
         error=error,
         retry_in=retry_in,
     )
 
 
-def _settle_failure(
-    channel: Channel, row: Notification, exc: BaseException, using: str
-) -> tuple[Outcome, float | None]:
-    policy = RetryPolicy.of(channel)
-    attempts = row.attempts + 1
-    park = policy.parks(attempts, exc)
-    delay = policy.delay(attempts)
-    queue.settle_failure(
-        row,
-        error=f"{type(exc).__name__}: {exc}",
-        traceback="".join(traceback.format_exception(exc)),
-        park=park,
-        delay=delay,
-        using=using,
-    )
-    return (Outcome.PARKED, None) if park else (Outcome.RETRY, delay)
+def reap(channels: Sequence[Channel], using: str = "default") -> list[Settlement]:
+    """End the leases that ran out on ``channels``: each was a failed attempt of a worker that
+    died; park the ones whose attempts are exhausted. Announces and returns the settlements."""
+    settlements = []
+    for channel in channels:
+        policy = RetryPolicy.of(channel)
+        for row in queue.reap(
+            channel.listen_safe_name(),
+            max_attempts=policy.max_attempts,
+            base_delay=policy.base_delay,
+            max_delay=policy.max_delay,
+            using=using,
+        ):
+            parked = row.state == "parked"
+            settlements.append(
+                Settlement(
+                    channel=channel,
+                    outcome=Outcome.PARKED if parked else Outcome.RETRY,
+                    model=row.model,
+                    history_id=row.history_id,
+                    history_type=row.history_type,
+                    notification_id=row.pk,
+                    attempt=row.attempts,
+                    duration=0.0,
+                    error=WorkerDied(row.last_error),
+                    retry_in=None if parked else policy.delay(row.attempts),
+                )
+            )
+    announce(settlements)
+    return settlements
 
 
-def _ensure_connection_usable(using: str) -> None:
-    """A failure caused by a lost connection is not the listener's fault: re-raise it."""
-    conn = connections[using]
-    if conn.connection is None or not conn.is_usable():
-        raise DatabaseError("database connection lost while processing a notification")
+class WorkerDied(Exception):
+    """The worker that claimed a notification ended without settling it."""
+
+
+class Watchdog:
+    """A thread of the worker that releases the notifications of a batch not started yet once
+    the running one's listeners have run ``release_after`` seconds, and rings the doorbell of
+    their channels so that an idle worker takes them."""
+
+    def __init__(self, release_after: float | None = None, using: str = "default") -> None:
+        self.release_after = conf.release_after() if release_after is None else release_after
+        self.using = using
+        self._running: Running | None = None
+        self._wake = threading.Event()
+        self._stop = False
+        self._thread = threading.Thread(target=self._loop, name="psh-watchdog", daemon=True)
+        self._thread.start()
+
+    def watch(self, running: Running | None) -> None:
+        self._running = running
+
+    def close(self) -> None:
+        self._stop = True
+        self._wake.set()
+        self._thread.join(5)
+
+    def _loop(self) -> None:
+        try:
+            while not self._stop:
+                self._wake.wait(min(0.1, self.release_after / 4))
+                running = self._running
+                started = running.started if running is not None else None
+                if running is None or started is None:
+                    continue
+                if time.monotonic() - started >= self.release_after:
+                    self._release(running)
+        finally:
+            connections.close_all()  # this thread's own connections
+
+    def _release(self, running: Running) -> None:
+        rows = running.take_waiting()
+        if not rows:
+            return
+        try:
+            queue.release([row.pk for row in rows], running.worker, self.using)
+            with connections[self.using].cursor() as cursor:
+                for name in sorted({row.listen_name for row in rows}):
+                    cursor.execute("SELECT pg_notify(%s, '')", [name])
+        except DatabaseError as exc:  # their leases run out instead; they are reaped
+            logger.warning("could not release %d notification(s): %s", len(rows), exc)
+            connections[self.using].close()
+            return
+        logger.info(
+            "released %d notification(s) for other workers while a listener runs longer than %.1fs",
+            len(rows),
+            self.release_after,
+        )
+
+
+def park_orphans(using: str = "default") -> int:
+    """Park the pending notifications of models removed from this project.
+
+    Their channel is gone with their model, so no worker would ever claim them. Only models of
+    apps installed here are considered: a listen name of another project sharing the database
+    is left alone (``listener_health`` lists it).
+    """
+    known = {channel.listen_safe_name() for channel in registry.channels()}
+    installed = {config.label for config in apps.get_app_configs()}
+    parked = 0
+    for name in queue.listen_names(using):
+        if name in known:
+            continue
+        for history_model, model in queue.models_of(name, using):
+            app = model.partition(".")[0]
+            if app not in installed or _is_model(history_model):
+                continue
+            error = (
+                f"UnknownModel: {model} (history model {history_model}) is not installed: it "
+                f"was removed from app {app!r}, and no channel of this project has the listen "
+                f"name {name!r}"
+            )
+            count = queue.park_history_model(name, history_model, error, using)
+            if count:
+                logger.error("parked %d notification(s): %s", count, error)
+            parked += count
+    return parked
+
+
+def _is_model(label: str) -> bool:
+    try:
+        apps.get_model(label)
+    except (LookupError, ValueError):
+        return False
+    return True

@@ -31,7 +31,7 @@ from django.db import DatabaseError, InterfaceError, OperationalError, connectio
 from . import _pgpubsub, conf, registry
 from .channels import is_history_channel, locate
 from .dispatch import dispatch
-from .draining import drain
+from .draining import Drained, Watchdog, drain, park_orphans, reap, worker_id
 from .exceptions import ChannelConfigurationError, PgpubsubSimplehistoryError
 from .payload import HistoryPointer
 from .resolution import resolve
@@ -106,12 +106,16 @@ class Worker:
         self._doorbell = False
         self._more = False
         self._stopping = False
+        self.worker_id = worker_id()
+        self._watchdog: Watchdog | None = None
 
     # -- connection -------------------------------------------------------------------------
 
     def start(self) -> None:
         """Open the listen connection, LISTEN on every channel, then catch up on the queue."""
         self._connect()
+        if self.stored and self._watchdog is None:
+            self._watchdog = Watchdog(using=self.using)
         if self.recover:
             for channel in self.channels:
                 if not is_history_channel(channel) and channel.lock_notifications:
@@ -138,18 +142,25 @@ class Worker:
 
     def close(self) -> None:
         self._disconnect()
+        if self._watchdog is not None:
+            self._watchdog.close()
+            self._watchdog = None
 
     # -- processing -------------------------------------------------------------------------
 
     def sweep(self) -> int:
-        """Process every due stored notification of the lockable history channels."""
+        """Reap the leases of dead workers, park what no channel will ever take, then process
+        every due stored notification of the lockable history channels."""
         handled = 0
+        self._next_sweep = time.monotonic() + self.sweep_interval
+        if self.stored:
+            handled += len(reap(self.stored, self.using))
+            park_orphans(self.using)
         while self.stored and not self._stopping:
             drained = self._drain()
             handled += drained.handled
-            if drained.exhausted or not drained.handled:
+            if drained.exhausted:
                 break
-        self._next_sweep = time.monotonic() + self.sweep_interval
         return handled
 
     def process_available(self, timeout: float = 0.0) -> int:
@@ -172,22 +183,28 @@ class Worker:
                 continue
             self.handle_notify(notify)
             handled += 1
-        if self.stored and (self._doorbell or self._more or time.monotonic() >= self._next_sweep):
+        if self.stored and time.monotonic() >= self._next_sweep:
+            self._doorbell = self._more = False
+            handled += self.sweep()
+        elif self.stored and (self._doorbell or self._more):
             self._doorbell = False
             drained = self._drain()
-            self._more = not drained.exhausted and drained.handled > 0
+            self._more = not drained.exhausted
             handled += drained.handled
-            if not self._more:
-                self._next_sweep = time.monotonic() + self.sweep_interval
         return handled
 
-    def _drain(self) -> Any:
+    def _drain(self) -> Drained:
         until = time.monotonic() + DRAIN_SECONDS
-        return drain(
+        drained = drain(
             self.stored,
             using=self.using,
             should_stop=lambda: self._stopping or time.monotonic() > until,
+            worker=self.worker_id,
+            watchdog=self._watchdog,
         )
+        if drained.next_retry is not None:  # a retry is due before the next sweep: sweep then
+            self._next_sweep = min(self._next_sweep, time.monotonic() + drained.next_retry)
+        return drained
 
     def handle_notify(self, notify: Notify) -> Outcome:
         """Process a NOTIFY of a non-lockable history channel or of a django-pgpubsub channel.

@@ -1,10 +1,11 @@
 """The queue: stored notifications of lockable history channels (``Notification``).
 
 One row per change that a lockable channel's listeners still have to see. The history trigger
-inserts it in the same transaction as the change (``sql/enqueue_v1.sql``); a worker claims it,
-runs the listeners and deletes it in the transaction in which their writes commit, or records a
-failed attempt and, after ``max_attempts``, parks it. Every statement on this table is in
-``queue``.
+inserts it in the same transaction as the change (``sql/enqueue_v1.sql``). A worker claims it
+(the attempt is counted and the row leased to the worker before any listener runs), then runs
+the listeners and deletes it in the transaction in which their writes commit, or records the
+failure and, after ``max_attempts``, parks it. A lease that runs out means its worker died: the
+row is reaped and counts as a failed attempt. Every statement on this table is in ``queue``.
 """
 
 from __future__ import annotations
@@ -45,6 +46,14 @@ class Notification(models.Model):
     )
     last_error = models.TextField(blank=True, default="")
     last_traceback = models.TextField(blank=True, default="")
+    leased_by = models.CharField(
+        max_length=100, blank=True, default="", help_text="The worker that claimed it (host:pid)."
+    )
+    leased_until = models.DateTimeField(
+        null=True,
+        blank=True,
+        help_text="Claimed until then; afterwards its worker is presumed dead.",
+    )
 
     class Meta:
         db_table = "pgpubsub_simplehistory_notification"
@@ -59,6 +68,12 @@ class Notification(models.Model):
             ),
             # Per-object order: is an earlier notification of this object still open?
             models.Index(fields=["listen_name", "object_id", "id"], name="psh_notification_object"),
+            # Reaping: claimed notifications whose worker did not settle them in time.
+            models.Index(
+                fields=["leased_until"],
+                name="psh_notification_leased",
+                condition=Q(leased_until__isnull=False),
+            ),
         ]
 
     def __str__(self) -> str:

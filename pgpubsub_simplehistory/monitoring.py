@@ -25,6 +25,8 @@ class ChannelHealth:
     pending: int
     parked: int
     oldest_pending: datetime.datetime | None
+    #: Pending notifications claimed by a worker right now (in flight).
+    claimed: int = 0
 
     @property
     def oldest_pending_age(self) -> float | None:
@@ -54,8 +56,8 @@ def check_health(
 ) -> Health:
     """Measure, and list every threshold exceeded (a threshold of None is not checked)."""
     channels = [
-        ChannelHealth(channel_label(name), pending, parked, oldest)
-        for name, pending, parked, oldest in queue.channel_counts(using)
+        ChannelHealth(channel_label(name), pending, parked, oldest, claimed)
+        for name, pending, parked, oldest, claimed in queue.channel_counts(using)
     ]
     with connections[using].cursor() as cursor:
         cursor.execute("SELECT pg_notification_queue_usage()")

@@ -8,6 +8,7 @@ triggers already migrated into applications keep working.
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Sequence
 from functools import cache
@@ -44,43 +45,59 @@ def _execute(using: str, name: str, params: dict[str, Any]) -> Any:
     return cursor
 
 
+#: How a reaped notification's ``last_error`` starts (followed by the worker and attempt).
+DIED = "the worker running it ended without settling it (it died, was killed or lost its session): "
+
+
 def claim(
-    listen_names: Sequence[str], blocking: Sequence[str], batch: int, using: str
+    listen_names: Sequence[str],
+    blocking: Sequence[str],
+    batch: int,
+    *,
+    worker: str,
+    lease_seconds: float,
+    using: str,
 ) -> list[Notification]:
-    """Lock and return up to ``batch`` due notifications (call inside a transaction)."""
-    params = {"listen_names": list(listen_names), "blocking": list(blocking), "batch": batch}
-    return fetch_instances(Notification, queries()["claim"], params, using)
+    """Claim up to ``batch`` due notifications for ``worker``, oldest first, at most one per
+    object: each one's attempt is counted and committed before this returns (call it outside a
+    transaction)."""
+    params = {
+        "listen_names": list(listen_names),
+        "blocking": list(blocking),
+        "batch": batch,
+        "worker": worker,
+        "lease_seconds": lease_seconds,
+    }
+    rows = fetch_instances(Notification, queries()["claim"], params, using)
+    return sorted(rows, key=lambda row: row.pk)
 
 
-def delete_done(ids: Sequence[int], using: str) -> None:
-    with _execute(using, "delete_done", {"ids": list(ids)}):
-        pass
-
-
-def lock_pending(notification_id: int, using: str) -> Notification | None:
-    """Lock the notification again if it is still pending (inside a transaction)."""
-    found = fetch_instances(Notification, queries()["lock_pending"], {"id": notification_id}, using)
-    return found[0] if found else None
+def take(notification: Notification, worker: str, using: str) -> bool:
+    """Delete a claimed notification in the transaction that runs its listeners, if ``worker``
+    still holds it (False: another worker took it over, skip it)."""
+    params = {"id": notification.pk, "worker": worker}
+    with _execute(using, "take", params) as cursor:
+        return cursor.fetchone() is not None
 
 
 def settle_failure(
     notification: Notification,
     *,
+    worker: str,
     error: str,
     traceback: str,
     park: bool,
     delay: float,
     using: str,
-) -> None:
-    """Record a failed attempt on ``notification``: due again after ``delay`` seconds (on the
-    database's clock), or parked. Updates the instance."""
-    notification.attempts += 1
+) -> bool:
+    """Record the failed attempt of a notification ``worker`` holds: due again after ``delay``
+    seconds (on the database's clock), or parked. False when it no longer holds it."""
     notification.last_error = error[:10_000]
     notification.last_traceback = traceback[:50_000]
     notification.state = str(State.PARKED if park else State.PENDING)
     params = {
         "id": notification.pk,
-        "attempts": notification.attempts,
+        "worker": worker,
         "error": notification.last_error,
         "traceback": notification.last_traceback,
         "state": notification.state,
@@ -88,8 +105,87 @@ def settle_failure(
     }
     with _execute(using, "settle_failure", params) as cursor:
         row = cursor.fetchone()
-    if row is not None:
-        notification.available_at = row[0]
+    if row is None:
+        return False
+    notification.attempts, notification.available_at = row
+    return True
+
+
+def release(ids: Sequence[int], worker: str, using: str) -> None:
+    """Give back claimed notifications that ``worker`` has not started."""
+    if ids:
+        with _execute(using, "release", {"ids": list(ids), "worker": worker}):
+            pass
+
+
+def reap(
+    listen_name: str,
+    *,
+    max_attempts: int,
+    base_delay: float,
+    max_delay: float,
+    using: str,
+) -> list[Notification]:
+    """End the leases of a channel that ran out (their worker died): a failed attempt each;
+    parked once ``max_attempts`` is reached. Returns the reaped notifications."""
+    params = {
+        "listen_name": listen_name,
+        "max_attempts": max_attempts,
+        "base_delay": base_delay,
+        "max_delay": max_delay,
+        "error_prefix": DIED,
+    }
+    return fetch_instances(Notification, queries()["reap"], params, using)
+
+
+def pending_of_object(notification: Notification, using: str) -> list[Notification]:
+    """The later pending notifications of the same object on the same channel."""
+    params = {
+        "listen_name": notification.listen_name,
+        "object_id": notification.object_id,
+        "after": notification.pk,
+    }
+    return fetch_instances(Notification, queries()["pending_of_object"], params, using)
+
+
+def park(ids: Sequence[int], error: str, using: str) -> list[int]:
+    """Park pending notifications that can never be resolved; the ids parked."""
+    with _execute(using, "park", {"ids": list(ids), "error": error[:10_000]}) as cursor:
+        return [row[0] for row in cursor.fetchall()]
+
+
+def listen_names(using: str) -> list[str]:
+    """The listen names of every stored notification (cheap however long the queue)."""
+    with _execute(using, "listen_names", {}) as cursor:
+        return [row[0] for row in cursor.fetchall()]
+
+
+def models_of(listen_name: str, using: str) -> list[tuple[str, str]]:
+    """``(history model, model)`` labels of a listen name's pending notifications."""
+    with _execute(using, "models_of", {"listen_name": listen_name}) as cursor:
+        return [(str(h), str(m)) for h, m in cursor.fetchall()]
+
+
+def park_history_model(listen_name: str, history_model: str, error: str, using: str) -> int:
+    params = {"listen_name": listen_name, "history_model": history_model, "error": error}
+    with _execute(using, "park_history_model", params) as cursor:
+        return int(cursor.rowcount)
+
+
+def contexts(
+    listen_names: Sequence[str], history_model: str, history_ids: Sequence[Any], using: str
+) -> dict[str, dict[str, Any]]:
+    """The non-empty contexts of stored notifications of these records, by history id (text)."""
+    params = {
+        "listen_names": list(listen_names),
+        "history_model": history_model,
+        "history_ids": [str(i) for i in history_ids],
+    }
+    with _execute(using, "contexts", params) as cursor:
+        return {
+            str(hid): (ctx if isinstance(ctx, dict) else json.loads(ctx))
+            for hid, ctx in cursor.fetchall()
+        }
 
 
 def parked(
@@ -130,10 +226,12 @@ def purge(ids: Sequence[int], using: str) -> int:
         return int(cursor.rowcount)
 
 
-def channel_counts(using: str) -> list[tuple[str, int, int, Any]]:
-    """``(listen_name, pending, parked, oldest pending created_at)`` per listen name."""
+def channel_counts(using: str) -> list[tuple[str, int, int, Any, int]]:
+    """``(listen_name, pending, parked, oldest pending created_at, claimed)`` per listen name."""
     with _execute(using, "channel_counts", {}) as cursor:
-        return [(name, int(p), int(k), oldest) for name, p, k, oldest in cursor.fetchall()]
+        return [
+            (name, int(p), int(k), oldest, int(c)) for name, p, k, oldest, c in cursor.fetchall()
+        ]
 
 
 def pending_by_migration(using: str) -> list[tuple[Any, ...]]:

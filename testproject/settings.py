@@ -79,3 +79,6 @@ DATABASES = {
 }
 
 PGPUBSUB_SIMPLEHISTORY_SWEEP_INTERVAL = float(os.environ.get("SWEEP_INTERVAL", "5"))
+# Fault tests shorten these through the environment of their worker subprocesses.
+PGPUBSUB_SIMPLEHISTORY_LEASE_SECONDS = float(os.environ.get("PSH_LEASE_SECONDS", "10"))
+PGPUBSUB_SIMPLEHISTORY_RELEASE_AFTER = float(os.environ.get("PSH_RELEASE_AFTER", "1.0"))

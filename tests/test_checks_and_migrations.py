@@ -44,37 +44,6 @@ def test_missing_pgtrigger_is_an_error():
     assert "'pgtrigger'" in messages[0].msg
 
 
-def test_batch_size_above_postgres_subtransaction_cache_is_a_warning():
-    from pgpubsub_simplehistory.checks import check_batch_size
-
-    assert check_batch_size(None) == []  # the default
-    with override_settings(PGPUBSUB_SIMPLEHISTORY_BATCH_SIZE=64):
-        assert check_batch_size(None) == []
-    with override_settings(PGPUBSUB_SIMPLEHISTORY_BATCH_SIZE=65):
-        [warning] = check_batch_size(None)
-    assert warning.id == "pgpubsub_simplehistory.W003"
-    assert "65" in warning.msg and "at most 64" in warning.hint
-
-
-@pytest.mark.django_db(transaction=True)
-def test_a_full_default_batch_stays_within_postgres_subtransaction_cache():
-    """More than 64 waiting notifications: one batch opens at most 64 savepoints."""
-    from django.db import connection
-    from django.test.utils import CaptureQueriesContext
-
-    from pgpubsub_simplehistory.draining import MAX_CACHED_SUBTRANSACTIONS, process_batch
-    from testproject.shop.channels import OrderChannel
-    from testproject.shop.factories import OrderFactory
-
-    OrderFactory.create_batch(MAX_CACHED_SUBTRANSACTIONS + 10)
-    with CaptureQueriesContext(connection) as queries:
-        batch = process_batch([OrderChannel])
-    savepoints = [q for q in queries if q["sql"].startswith("SAVEPOINT")]
-    assert 0 < len(savepoints) <= MAX_CACHED_SUBTRANSACTIONS
-    # one per notification but the first, which runs directly in the transaction
-    assert len(savepoints) == batch.handled - 1
-
-
 def test_channel_checks(isolated_registry):
     from dataclasses import dataclass
 

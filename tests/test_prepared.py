@@ -69,7 +69,7 @@ def test_a_migration_under_a_running_listener_is_absorbed_without_a_failed_attem
         with caplog.at_level(logging.WARNING, logger="pgpubsub_simplehistory"):
             batch = process_batch([OrderChannel])
         assert batch.counts[Outcome.PROCESSED] == 1
-        assert "processing its notifications one by one" in caplog.text
+        assert "loading each notification's record on its own" in caplog.text
         assert not Notification.objects.exists()  # done, not waiting for a retry
         order.status = "again"
         order.save()

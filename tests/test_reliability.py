@@ -108,33 +108,41 @@ def test_per_object_order_holds_while_an_earlier_change_waits_for_retry(transact
     )
     with transaction.atomic():
         name = OrderChannel.listen_safe_name()
-        [claimed] = queue.claim([name], [name], 1, "default")
+        [claimed] = queue.claim([name], [name], 1, worker="test", lease_seconds=10, using="default")
     assert claimed.object_id == str(other.pk)
 
 
-def test_one_batch_claims_again_after_a_processed_change_releases_the_next(transactional_db):
-    """Three changes of one object: each claim can take only the oldest; the batch claims again
-    inside its transaction until a claim comes back empty, so one call drains all three, in
-    order, and reports the queue exhausted."""
-    from pgpubsub_simplehistory.draining import process_batch
+def test_one_drain_delivers_an_objects_changes_in_order_one_batch_each(transactional_db):
+    """Three changes of one object: a claim takes at most one notification per object, so each
+    batch takes the next; one drain() call delivers all three, in order."""
+    from pgpubsub_simplehistory.draining import drain, process_batch
     from pgpubsub_simplehistory.settlement import Outcome
 
     order = OrderFactory(status="one")
     for status in ("two", "three"):
         order.status = status
         order.save()
-    batch = process_batch([OrderChannel], limit=10)
-    assert batch.counts[Outcome.PROCESSED] == 3
-    assert batch.exhausted
+    first = process_batch([OrderChannel], limit=10)
+    assert (first.counts[Outcome.PROCESSED], first.exhausted) == (1, False)
+    drained = drain([OrderChannel])
+    assert (drained.counts[Outcome.PROCESSED], drained.exhausted) == (2, True)
     assert [e.new["status"] for e in saved(order)] == ["one", "two", "three"]
     assert not Notification.objects.exists()
 
-    order.status = "four"
-    order.save()
-    order.status = "five"
-    order.save()
-    limited = process_batch([OrderChannel], limit=1)  # the limit ends the batch, not the queue
-    assert (limited.handled, limited.exhausted) == (1, False)
+
+def test_a_notification_taken_over_by_another_worker_is_skipped_not_run(transactional_db):
+    """Its lease ran out while it waited in this worker's batch and another worker claimed it:
+    this worker's transaction finds it is no longer the holder and runs nothing."""
+    from pgpubsub_simplehistory import queue
+    from pgpubsub_simplehistory.draining import Running, _run
+
+    order = OrderFactory(status="fine")
+    name = OrderChannel.listen_safe_name()
+    [row] = queue.claim([name], [name], 1, worker="me", lease_seconds=10, using="default")
+    Notification.objects.filter(pk=row.pk).update(leased_by="someone-else")
+    assert _run(OrderChannel, row, "me", "default", None, Running([], "me", "default")) is None
+    assert saved(order) == []
+    assert Notification.objects.get().leased_by == "someone-else"
 
 
 @pytest.fixture
@@ -203,21 +211,6 @@ def test_first_row_failure_is_settled_in_a_new_transaction_with_its_attempt(tran
     assert "listener refuses order" in stored.last_error and "Traceback" in stored.last_traceback
     assert stored.available_at > stored.created_at  # pushed back: not claimable right away
     assert process_batch([OrderChannel], limit=10).handled == 0
-
-
-def test_first_row_gone_before_its_failure_is_settled_is_reported_not_raised(transactional_db):
-    """Another listener may claim and process the row between the rollback and the settling."""
-    from pgpubsub_simplehistory.draining import _FirstRowFailed, _settle_after_rollback
-    from pgpubsub_simplehistory.settlement import Outcome
-
-    OrderFactory(status="fine")
-    row = Notification.objects.get()
-    Notification.objects.filter(pk=row.pk).delete()  # processed elsewhere meanwhile
-    settled = _settle_after_rollback(
-        _FirstRowFailed(OrderChannel, row, RuntimeError("boom"), 0.0), "default"
-    )
-    assert settled.outcome is Outcome.FAILED
-    assert settled.attempt == 1
 
 
 @pytest.mark.parametrize("factory", ["order", "shipment"])  # integer and UUID history ids
@@ -341,6 +334,7 @@ def test_claim_plan_walks_the_pending_index_even_without_statistics():
             query = query.replace("ANY(p_listen_names)", "ANY(%(c)s)")
             query = query.replace("ANY(p_blocking)", "ANY(%(c)s)")
             query = query.replace("LIMIT p_batch", "LIMIT 100")
+            query = query.replace("p_worker", "'test'").replace("p_lease_seconds", "10")
             cursor.execute("EXPLAIN " + query, {"c": [OrderChannel.listen_safe_name()]})
             plan = "\n".join(row[0] for row in cursor.fetchall())
     assert "Index Scan using psh_notification_pending" in plan

@@ -65,6 +65,23 @@ class Migration(migrations.Migration):
                 ),
                 ("last_error", models.TextField(blank=True, default="")),
                 ("last_traceback", models.TextField(blank=True, default="")),
+                (
+                    "leased_by",
+                    models.CharField(
+                        blank=True,
+                        default="",
+                        help_text="The worker that claimed it (host:pid).",
+                        max_length=100,
+                    ),
+                ),
+                (
+                    "leased_until",
+                    models.DateTimeField(
+                        blank=True,
+                        help_text="Claimed until then; afterwards its worker is presumed dead.",
+                        null=True,
+                    ),
+                ),
             ],
             options={
                 "db_table": "pgpubsub_simplehistory_notification",
@@ -82,6 +99,11 @@ class Migration(migrations.Migration):
                         fields=["listen_name", "object_id", "id"],
                         name="psh_notification_object",
                     ),
+                    models.Index(
+                        condition=models.Q(("leased_until__isnull", False)),
+                        fields=["leased_until"],
+                        name="psh_notification_leased",
+                    ),
                 ],
             },
         ),
@@ -92,6 +114,7 @@ class Migration(migrations.Migration):
         ),
         migrations.RunSQL(
             sql_function("claim_v1"),
-            "DROP FUNCTION pgpubsub_simplehistory_claim_v1(text[], text[], integer)",
+            "DROP FUNCTION pgpubsub_simplehistory_claim_v1"
+            "(text[], text[], integer, text, double precision)",
         ),
     ]

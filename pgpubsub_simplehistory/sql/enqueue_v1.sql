@@ -1,5 +1,5 @@
--- pgpubsub_simplehistory_enqueue_v1: store one change of a lockable history channel and wake
--- the workers listening on its channel. The history triggers call it (trigger.py): it is the
+-- pgpubsub_simplehistory_enqueue_v1: store one change of a lockable history channel and ring
+-- the doorbell of the workers listening on its channel. The history triggers call it (trigger.py): it is the
 -- only INSERT into the queue, so that the queue's columns can change under triggers already
 -- migrated into applications. A v1 keeps its signature; a change of signature is a v2.
 CREATE OR REPLACE FUNCTION pgpubsub_simplehistory_enqueue_v1(
@@ -19,22 +19,14 @@ BEGIN
     INSERT INTO pgpubsub_simplehistory_notification (
         listen_name, model, history_model, history_id, history_type, object_id,
         migration_id_at_change, context, created_at, state, attempts, available_at,
-        last_error, last_traceback
+        last_error, last_traceback, leased_by
     ) VALUES (
         p_listen_name, p_model, p_history_model, p_history_id, p_history_type, p_object_id,
-        p_migration_id_at_change, v_context, now(), 'pending', 0, now(), '', ''
+        p_migration_id_at_change, v_context, now(), 'pending', 0, now(), '', '', ''
     ) RETURNING id INTO v_id;
-    PERFORM pg_notify(p_listen_name, jsonb_build_object(
-        'app', split_part(p_model, '.', 1),
-        'model', split_part(p_model, '.', 2),
-        'history_model', p_history_model,
-        'history_id', p_history_id,
-        'history_type', p_history_type,
-        'object_id', p_object_id,
-        'migration_id_at_change', p_migration_id_at_change,
-        'context', v_context,
-        'notification_id', v_id
-    )::text);
+    -- A doorbell: the workers claim from the table. An empty payload is sent once per
+    -- transaction and channel (Postgres folds identical notifications), whatever the context.
+    PERFORM pg_notify(p_listen_name, '');
     RETURN v_id;
 END
 $$;

@@ -5,35 +5,112 @@
 --   the statement, with %(name)s parameters
 
 -- claim --
--- Lock up to %(batch)s due notifications of some channels, oldest first, at most one per
--- object (see claim_v1.sql); call inside the transaction that settles them.
-SELECT * FROM pgpubsub_simplehistory_claim_v1(%(listen_names)s, %(blocking)s, %(batch)s)
+-- Claim up to %(batch)s due notifications of some channels, oldest first, at most one per
+-- object, leased to %(worker)s: the attempt is counted and committed (see claim_v1.sql).
+SELECT * FROM pgpubsub_simplehistory_claim_v1(
+    %(listen_names)s, %(blocking)s, %(batch)s, %(worker)s, %(lease_seconds)s
+)
 
--- delete_done --
--- Delete notifications whose listeners ran, in the transaction in which their writes commit.
-DELETE FROM pgpubsub_simplehistory_notification WHERE id = ANY(%(ids)s)
-
--- lock_pending --
--- Lock one notification again if it is still pending (settling a rolled-back first one).
-SELECT * FROM pgpubsub_simplehistory_notification
-WHERE id = %(id)s AND state = 'pending'
-FOR UPDATE
+-- take --
+-- First statement of a notification's transaction: delete it if %(worker)s still holds it. The
+-- row stays locked until the commit (done) or the rollback (the notification comes back).
+DELETE FROM pgpubsub_simplehistory_notification
+WHERE id = %(id)s AND leased_by = %(worker)s AND state = 'pending'
+RETURNING id
 
 -- settle_failure --
--- Record a failed attempt: retry after %(delay)s seconds on the database's clock, or park.
+-- Record a failed attempt (already counted by the claim) and end the lease: due again after
+-- %(delay)s seconds on the database's clock, or parked.
 UPDATE pgpubsub_simplehistory_notification
-SET attempts = %(attempts)s,
-    last_error = %(error)s,
+SET last_error = %(error)s,
     last_traceback = %(traceback)s,
     state = %(state)s,
-    available_at = now() + %(delay)s * interval '1 second'
-WHERE id = %(id)s
-RETURNING available_at
+    available_at = now() + %(delay)s * interval '1 second',
+    leased_by = '',
+    leased_until = NULL
+WHERE id = %(id)s AND leased_by = %(worker)s AND state = 'pending'
+RETURNING attempts, available_at
+
+-- release --
+-- Give back notifications claimed but not started (a stop, a slow listener): the attempt the
+-- claim counted is taken back.
+UPDATE pgpubsub_simplehistory_notification
+SET attempts = greatest(attempts - 1, 0), leased_by = '', leased_until = NULL
+WHERE id = ANY(%(ids)s) AND leased_by = %(worker)s AND state = 'pending'
+
+-- reap --
+-- Notifications of a channel whose lease ran out: their worker died (or lost its session)
+-- while it held them. That was an attempt: retry after the backoff, or park after
+-- %(max_attempts)s. Rows still locked (a listener of a live worker running long) are skipped.
+UPDATE pgpubsub_simplehistory_notification q
+SET leased_by = '',
+    leased_until = NULL,
+    last_error = %(error_prefix)s || q.leased_by || ' (attempt ' || q.attempts || ')',
+    last_traceback = '',
+    state = CASE WHEN q.attempts >= %(max_attempts)s THEN 'parked' ELSE 'pending' END,
+    available_at = now() + least(
+        %(base_delay)s * power(2, greatest(q.attempts - 1, 0)), %(max_delay)s
+    ) * interval '1 second'
+FROM (
+    SELECT id FROM pgpubsub_simplehistory_notification
+    WHERE leased_until < now() AND listen_name = %(listen_name)s AND state = 'pending'
+    FOR UPDATE SKIP LOCKED
+) expired
+WHERE q.id = expired.id
+RETURNING q.*
+
+-- pending_of_object --
+-- The later pending notifications of one object of a channel, oldest first.
+SELECT * FROM pgpubsub_simplehistory_notification
+WHERE listen_name = %(listen_name)s AND object_id = %(object_id)s AND id > %(after)s
+  AND state = 'pending'
+ORDER BY id
+
+-- park --
+-- Park pending notifications that can never be resolved, with their error.
+UPDATE pgpubsub_simplehistory_notification
+SET state = 'parked', last_error = %(error)s, last_traceback = '', leased_by = '',
+    leased_until = NULL
+WHERE id = ANY(%(ids)s) AND state = 'pending'
+RETURNING id
+
+-- listen_names --
+-- The distinct listen names in the queue, read off the per-object index (a loose index scan:
+-- one probe per name, however many rows).
+WITH RECURSIVE names AS (
+    SELECT min(listen_name) AS name FROM pgpubsub_simplehistory_notification
+    UNION ALL
+    SELECT (
+        SELECT min(listen_name) FROM pgpubsub_simplehistory_notification
+        WHERE listen_name > names.name
+    )
+    FROM names WHERE names.name IS NOT NULL
+)
+SELECT name FROM names WHERE name IS NOT NULL
+
+-- models_of --
+-- The history models a listen name's pending notifications point at.
+SELECT DISTINCT history_model, model FROM pgpubsub_simplehistory_notification
+WHERE listen_name = %(listen_name)s AND state = 'pending'
+
+-- park_history_model --
+-- Park every pending notification of a listen name and history model, with an error.
+UPDATE pgpubsub_simplehistory_notification
+SET state = 'parked', last_error = %(error)s, last_traceback = '', leased_by = '',
+    leased_until = NULL
+WHERE listen_name = %(listen_name)s AND history_model = %(history_model)s AND state = 'pending'
+  AND leased_until IS NULL
+
+-- contexts --
+-- The contexts of the stored notifications of some history records (for replays).
+SELECT history_id, context FROM pgpubsub_simplehistory_notification
+WHERE listen_name = ANY(%(listen_names)s) AND history_model = %(history_model)s
+  AND history_id = ANY(%(history_ids)s) AND context <> '{}'::jsonb
 
 -- make_pending --
 -- Make parked notifications pending again, due now, with their attempts reset.
 UPDATE pgpubsub_simplehistory_notification
-SET state = 'pending', attempts = 0, available_at = now()
+SET state = 'pending', attempts = 0, available_at = now(), leased_by = '', leased_until = NULL
 WHERE id = ANY(%(ids)s) AND state = 'parked'
 
 -- purge --
@@ -46,7 +123,8 @@ WHERE id = ANY(%(ids)s) AND state = 'parked'
 SELECT listen_name,
        count(*) FILTER (WHERE state = 'pending'),
        count(*) FILTER (WHERE state = 'parked'),
-       min(created_at) FILTER (WHERE state = 'pending')
+       min(created_at) FILTER (WHERE state = 'pending'),
+       count(*) FILTER (WHERE leased_until IS NOT NULL)
 FROM pgpubsub_simplehistory_notification
 GROUP BY listen_name
 ORDER BY listen_name
