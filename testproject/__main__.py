@@ -7,6 +7,7 @@ Postgres comes from ``$DATABASE_URL`` or is started by ``testproject/pgembed.py`
     python -m testproject test [pytest args...]   # the test suite
     python -m testproject demo                    # the migration-survival demo
     python -m testproject manage <command> ...    # manage.py of the example project
+    python -m testproject pg [--database NAME]    # a throwaway PostgreSQL for your own project
 """
 
 from __future__ import annotations
@@ -20,7 +21,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 VENV = Path(os.environ.get("PSH_VENV", ROOT / ".venv"))
-USAGE = "usage: python -m testproject {test,demo,manage} [args...]"
+USAGE = "usage: python -m testproject {test,demo,manage,pg} [args...]"
+COMMANDS = ("test", "demo", "manage", "pg")
 
 
 def _python() -> Path:
@@ -54,7 +56,7 @@ def ensure_venv() -> Path:
 
 
 def main(argv: list[str]) -> int:
-    if not argv or argv[0] not in ("test", "demo", "manage"):
+    if not argv or argv[0] not in COMMANDS:
         print(USAGE, file=sys.stderr)
         return 2
     command, rest = argv[0], argv[1:]
@@ -64,6 +66,8 @@ def main(argv: list[str]) -> int:
         args = [python, "-m", "pytest", *rest]
     elif command == "demo":
         args = [python, "-m", "testproject.demo", *rest]
+    elif command == "pg":
+        args = [python, "-m", "testproject.pgembed", *rest]
     else:
         args = [python, str(ROOT / "testproject" / "manage.py"), *rest]
     return subprocess.call(args)

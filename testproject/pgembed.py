@@ -12,6 +12,9 @@ Where the server comes from (``PGEMBED`` chooses; default ``auto``):
 - ``auto``: ``binaries`` when found, else ``pgserver``.
 
 Settings are PostgreSQL's durable defaults (fsync and synchronous_commit on).
+
+``python -m testproject pg`` (this module's ``main``) keeps such a server for a project of your
+own: it creates a database, prints how to reach it, and keeps the server until Ctrl-C.
 """
 
 from __future__ import annotations
@@ -37,15 +40,21 @@ def ensure_database_url() -> str:
     url = os.environ.get("DATABASE_URL")
     if url:
         return url
+    url = start_server()
+    os.environ["DATABASE_URL"] = url
+    return url
+
+
+def start_server() -> str:
+    """Start (or reuse) the private server; its URL (database ``postgres``). It is stopped when
+    the last process that started from here exits."""
     kind = os.environ.get("PGEMBED", "auto")
     if kind not in ("auto", "binaries", "pgserver"):
         raise SystemExit(f"PGEMBED must be auto, binaries or pgserver, not {kind!r}")
     bindir = _find_binaries() if kind in ("auto", "binaries") else None
     if kind == "binaries" and bindir is None:
         raise SystemExit("PGEMBED=binaries but no PostgreSQL binaries (pg_ctl) were found")
-    url = _start_binaries(bindir) if bindir else _start_pgserver()
-    os.environ["DATABASE_URL"] = url
-    return url
+    return _start_binaries(bindir) if bindir else _start_pgserver()
 
 
 def _state_dir() -> Path:
@@ -124,6 +133,22 @@ def _start_binaries(bindir: Path) -> str:
 def _initdb(bindir: Path, data: Path, user: str | None, *extra: str) -> None:
     args = ["-D", str(data), "-U", "postgres", "--auth=trust", "-E", "UTF8", "--no-locale"]
     _run_as(user, [str(bindir / "initdb"), *args, *extra])
+
+
+def create_database(url: str, name: str) -> str:
+    """Create database ``name`` on the server of ``url`` unless it exists; its URL."""
+    from urllib.parse import urlparse, urlunparse
+
+    import psycopg2  # an admin connection only; Django may use psycopg 3
+
+    admin = psycopg2.connect(url)
+    admin.autocommit = True
+    with admin.cursor() as cursor:
+        cursor.execute("SELECT 1 FROM pg_database WHERE datname = %s", [name])
+        if cursor.fetchone() is None:
+            cursor.execute(f'CREATE DATABASE "{name}"')
+    admin.close()
+    return urlunparse(urlparse(url)._replace(path=f"/{name}"))
 
 
 def fresh_database(url: str, name: str) -> str:
@@ -280,3 +305,64 @@ class PrivateCluster:
             capture_output=True,
         )
         shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def libpq_environment(url: str) -> dict[str, str]:
+    """``PGHOST``, ``PGPORT``, ``PGUSER`` (``PGPASSWORD``) and ``PGDATABASE`` of a
+    ``postgresql://`` URL: libpq, and so Django's PostgreSQL backend with ``HOST``, ``PORT``
+    and ``USER`` unset, reads the first ones (``docs/tutorial.md``'s settings read the last)."""
+    from urllib.parse import parse_qs, unquote, urlparse
+
+    parsed = urlparse(url)
+    host = parse_qs(parsed.query).get("host", [parsed.hostname or ""])[-1]
+    env = {
+        "PGHOST": host,
+        "PGPORT": str(parsed.port or ""),
+        "PGUSER": unquote(parsed.username or ""),
+    }
+    if parsed.password:
+        env["PGPASSWORD"] = unquote(parsed.password)
+    env["PGDATABASE"] = unquote(parsed.path.lstrip("/"))
+    return {k: v for k, v in env.items() if v}
+
+
+def main(argv: list[str]) -> int:
+    """``python -m testproject pg [--database NAME]``: a throwaway PostgreSQL until Ctrl-C."""
+    import argparse
+    import shlex
+    import signal
+    import sys
+
+    parser = argparse.ArgumentParser(
+        prog="python -m testproject pg",
+        description="Start a throwaway PostgreSQL (the one the tests use), create a database on "
+        "it, print how to reach it, and keep it running until Ctrl-C. Its data lives in a "
+        "temporary directory; the database is kept between runs until that is removed.",
+    )
+    parser.add_argument(
+        "--database", default="mysite", help="Database to create if missing (default mysite)."
+    )
+    args = parser.parse_args(argv)
+
+    def stop(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, stop)  # like Ctrl-C: atexit then stops the server
+    url = create_database(start_server(), args.database)
+    env = libpq_environment(url)
+    print(f"PostgreSQL is running, with database {args.database!r}; Ctrl-C stops it.")
+    print("In the shell of your project:")
+    print("export " + " ".join(f"{k}={shlex.quote(v)}" for k, v in env.items()))
+    print(f"DATABASE_URL={url}", flush=True)
+    try:
+        while True:
+            signal.pause()
+    except KeyboardInterrupt:
+        print("stopping PostgreSQL", file=sys.stderr, flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    import sys
+
+    sys.exit(main(sys.argv[1:]))
