@@ -1,5 +1,5 @@
 """Sessions: ``tests`` (a representative subset), ``matrix`` (every cell), ``lint``, ``typecheck``,
-``docs``, ``package``, ``demo``, ``bench``.
+``docs``, ``package``, ``release``, ``demo``, ``bench``.
 
 Every session runs against a real Postgres: ``DATABASE_URL`` when set, otherwise the embedded
 server started by ``testproject/pgembed.py`` (``PGEMBED=pgserver`` forces the pip-installed one).
@@ -113,6 +113,16 @@ def package(session: nox.Session) -> None:
     """Build sdist and wheel, ``twine check`` them, and check what the wheel contains."""
     session.install("build", "twine")
     session.run("python", ".ci/check_dist.py")
+
+
+@nox.session(python=_python("3.11"))
+def release(session: nox.Session) -> None:
+    """``nox -s release -- 0.1.0``: set the version, date the changelog, build and check
+    ``dist/``; ``-- 0.1.0 --upload`` uploads it, from a committed tree only (docs/releasing.md)."""
+    if not session.posargs:
+        session.error("give the version: nox -s release -- 0.1.0 [--upload]")
+    session.install("build", "twine")
+    session.run("python", ".ci/release.py", *session.posargs)
 
 
 @nox.session(python=_python("3.11"))

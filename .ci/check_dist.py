@@ -1,6 +1,7 @@
 """Build the sdist and the wheel, ``twine check`` them, and check the wheel holds the package only.
 
 Run from the repository root with ``build`` and ``twine`` installed; exits non-zero on failure.
+``check_dist.py DIR`` checks the distributions already built in DIR instead (``.ci/release.py``).
 """
 
 from __future__ import annotations
@@ -20,15 +21,21 @@ REQUIRED = {
 }
 
 
-def main() -> int:
+def main(argv: list[str]) -> int:
+    if argv:
+        return check(Path(argv[0]))
     with tempfile.TemporaryDirectory() as out:
         subprocess.run([sys.executable, "-m", "build", "--outdir", out, "."], check=True)
-        built = sorted(Path(out).iterdir())
-        subprocess.run(
-            [sys.executable, "-m", "twine", "check", "--strict", *map(str, built)], check=True
-        )
-        [wheel] = [p for p in built if p.suffix == ".whl"]
-        names = zipfile.ZipFile(wheel).namelist()
+        return check(Path(out))
+
+
+def check(dist: Path) -> int:
+    built = sorted(dist.iterdir())
+    subprocess.run(
+        [sys.executable, "-m", "twine", "check", "--strict", *map(str, built)], check=True
+    )
+    [wheel] = [p for p in built if p.suffix == ".whl"]
+    names = zipfile.ZipFile(wheel).namelist()
     problems = []
     stray = [
         n for n in names if not n.startswith("pgpubsub_simplehistory/") and ".dist-info/" not in n
@@ -51,4 +58,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main(sys.argv[1:]))
