@@ -25,6 +25,11 @@ def register(trigger: pgtrigger.Trigger, model: Any) -> None:
     trigger.register(model)
 
 
+def has_trigger(model: Any, name: str) -> bool:
+    """Whether a trigger named ``name`` is registered on ``model``."""
+    return any(m is model and t.name == name for m, t in pgtrigger.registered())
+
+
 def unregister(trigger: pgtrigger.Trigger, model: Any) -> None:
     trigger.unregister(model)
 

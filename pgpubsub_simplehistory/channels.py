@@ -19,7 +19,7 @@ from ._pgpubsub import TriggerChannel
 from ._pgpubsub import locate as locate_plain
 from .exceptions import ChannelConfigurationError
 from .history_models import history_model_of
-from .trigger import HistoryNotify
+from .trigger import HistoryNotify, HistoryOrder
 
 if TYPE_CHECKING:
     from .event import HistoryEvent
@@ -67,6 +67,7 @@ class HistoryTriggerChannel(TriggerChannel):  # type: ignore[misc]
             trigger = HistoryNotify(cls)
             _pgtrigger.register(trigger, history_model)
             registry.set_trigger(cls, trigger)
+            _order_history_of(cls.model, history_model)
 
     @classmethod
     def class_path(cls) -> str:
@@ -110,6 +111,12 @@ class HistoryTriggerChannel(TriggerChannel):  # type: ignore[misc]
             "processing it: put 'pgpubsub_simplehistory' before 'pgpubsub' in INSTALLED_APPS so "
             "that `manage.py listen` is this package's command"
         )
+
+
+def _order_history_of(model: type[models.Model], history_model: type[models.Model]) -> None:
+    """One ordering trigger per history table, whatever the number of its channels."""
+    if not _pgtrigger.has_trigger(history_model, HistoryOrder.name):
+        _pgtrigger.register(HistoryOrder(model), history_model)
 
 
 def _history_model_or_none(model: Any) -> type[models.Model] | None:

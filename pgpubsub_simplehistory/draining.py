@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from django.apps import apps
-from django.db import DatabaseError, connections, transaction
+from django.db import DatabaseError, InterfaceError, connections, transaction
 
 from . import conf, queue, registry
 from .dispatch import dispatch
@@ -277,16 +277,18 @@ def _run(
                 )
             ran = True
     except Exception as exc:
-        error = _classify(exc, ran, using)
+        error = _classify(exc, ran, using, time.perf_counter() - started)
         return _settle_failure(channel, row, error, worker, using, started)
     return _settlement(channel, row, Outcome.PROCESSED, started)
 
 
-def _classify(exc: Exception, ran: bool, using: str) -> BaseException:
+def _classify(exc: Exception, ran: bool, using: str, seconds: float) -> BaseException:
     """What went wrong: the session, the COMMIT, or the listener (``exc`` itself)."""
-    if not _usable(using):
+    if _session_lost(exc) or not _usable(using):
         connections[using].close()  # the next statement opens a new session
-        ended = SessionEnded(f"session terminated by the server: {_first_line(exc)}")
+        ended = SessionEnded(
+            f"session terminated by the server: {_first_line(exc)}{_timeout_hint(using, seconds)}"
+        )
         ended.__cause__ = exc
         return ended
     if ran:
@@ -294,6 +296,51 @@ def _classify(exc: Exception, ran: bool, using: str) -> BaseException:
         failed.__cause__ = exc
         return failed
     return exc
+
+
+#: SQLSTATEs of a session the server ends: idle_in_transaction_session_timeout, operator
+#: intervention (admin shutdown, crash shutdown, cannot connect now, idle_session_timeout) and
+#: the connection exceptions (class 08).
+_SESSION_ENDED = ("25P03", "57P01", "57P02", "57P03", "57P05")
+
+
+def _session_lost(exc: BaseException) -> bool:
+    """Whether ``exc`` (or what it wraps) says the database session is gone. Django may have
+    opened a new session already when the error reaches us, so the error is what tells."""
+    for error in (exc, exc.__cause__):
+        if not isinstance(error, (DatabaseError, InterfaceError)) and type(error).__name__ not in (
+            "OperationalError",
+            "InterfaceError",
+        ):
+            continue
+        if type(error).__name__ == "InterfaceError":
+            return True
+        code = getattr(error, "pgcode", None) or getattr(error, "sqlstate", None)
+        if type(error).__name__ == "OperationalError" and code is None:
+            return True  # "server closed the connection unexpectedly", "connection lost"
+        if code is not None and (code in _SESSION_ENDED or str(code).startswith("08")):
+            return True
+    return False
+
+
+def _timeout_hint(using: str, seconds: float) -> str:
+    """Which server setting likely ended the session (libpq often reports only that the server
+    closed the connection): asked of the new session, which has the same settings."""
+    try:
+        with connections[using].cursor() as cursor:
+            cursor.execute(
+                "SELECT setting::float / 1000, current_setting(name) FROM pg_settings "
+                "WHERE name = 'idle_in_transaction_session_timeout'"
+            )
+            limit, shown = cursor.fetchone()
+    except Exception:
+        return ""
+    if 0 < limit < seconds:
+        return (
+            f" (the listener ran {seconds:.1f}s with its transaction open, longer than "
+            f"idle_in_transaction_session_timeout = {shown})"
+        )
+    return ""
 
 
 def _first_line(exc: BaseException) -> str:

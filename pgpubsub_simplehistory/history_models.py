@@ -37,3 +37,11 @@ def object_attname(history_model: type[models.Model], model: type[models.Model])
         field = history_model._meta.get_field(model._meta.pk.name)
         _object_attnames[key] = str(getattr(field, "attname", field.name))
     return _object_attnames[key]
+
+
+def numbered(history_model: type[models.Model]) -> bool:
+    """Whether the history ids come from a sequence: they are then the history order (the
+    ordering trigger numbers an object's records in the order they commit)."""
+    pk = history_model._meta.pk
+    assert pk is not None
+    return pk.get_internal_type() in ("AutoField", "BigAutoField", "SmallAutoField")

@@ -2,8 +2,12 @@
 
 A record is a row of a ``HistoricalX`` table. The worker loads a batch's records with, for each
 update, the object's record before it, in one query per channel (a statement prepared once per
-connection); replay and the admin load through the same functions. "Before" is the same object's
-latest record below it in ``(history_date, history_id)`` order.
+connection); replay and the admin load through the same functions.
+
+History order: for numbered history ids (the default) the order of the ids, which is the order
+in which an object's changes committed (``trigger.HistoryOrder`` numbers them under the object's
+row lock); for UUID history ids, ``(history_date, history_id)``. "Before" is the same object's
+latest record below a record in that order.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ from django.db import connections, models
 from . import _prepared
 from ._rows import fetch_instances, fetch_tagged
 from ._sql import identifier
+from .history_models import numbered
 
 
 @dataclass(frozen=True)
@@ -81,11 +86,11 @@ def previous_record(record: Any, object_attname: str, using: str = "default") ->
     One indexed query (simple-history indexes the object column), compared as a row value.
     """
     history_model: type[models.Model] = type(record)
+    params = [getattr(record, object_attname), record.pk]
+    if not numbered(history_model):
+        params.insert(1, record.history_date)
     found = fetch_instances(
-        history_model,
-        _previous_sql(history_model, object_attname),
-        [getattr(record, object_attname), record.history_date, record.pk],
-        using,
+        history_model, _previous_sql(history_model, object_attname), params, using
     )
     return found[0] if found else None
 
@@ -124,7 +129,7 @@ def _records_sql(history_model: type[models.Model], attname: str, single: bool) 
             "SELECT h.* FROM unnest(%s) AS ids(id) CROSS JOIN LATERAL ("
             f"SELECT * FROM {table} WHERE {pk} = ids.id OFFSET 0) h"
         )
-    before_cur = _before(obj, date, pk, f"cur.{obj}", f"cur.{date}", f"cur.{pk}")
+    before_cur = _before(history_model, obj, date, pk, f"cur.{obj}", f"cur.{date}", f"cur.{pk}")
     return (
         f"WITH cur AS ({records}) "
         f"SELECT cur.*, NULL AS {_PREVIOUS_OF} FROM cur UNION ALL "
@@ -137,16 +142,33 @@ def _records_sql(history_model: type[models.Model], attname: str, single: bool) 
 @functools.cache
 def _previous_sql(history_model: type[models.Model], attname: str) -> str:
     table, obj, date, pk = _sql_names(history_model, attname)
-    return f"SELECT * FROM {table} {_before(obj, date, pk, '%s', '%s', '%s')}"
+    return f"SELECT * FROM {table} {_before(history_model, obj, date, pk, '%s', '%s', '%s')}"
 
 
-def _before(obj: str, date: str, pk: str, of_obj: str, of_date: str, of_pk: str) -> str:
+def _before(
+    history_model: type[models.Model],
+    obj: str,
+    date: str,
+    pk: str,
+    of_obj: str,
+    of_date: str,
+    of_pk: str,
+) -> str:
     """The filter and order that pick the record just before (of_obj, of_date, of_pk): the same
-    object, the latest ``(history_date, history_id)`` below it."""
+    object, the latest below it in history order."""
+    if numbered(history_model):
+        return f"WHERE {obj} = {of_obj} AND {pk} < {of_pk} ORDER BY {pk} DESC LIMIT 1"
     return (
         f"WHERE {obj} = {of_obj} AND ({date}, {pk}) < ({of_date}, {of_pk}) "
         f"ORDER BY {date} DESC, {pk} DESC LIMIT 1"
     )
+
+
+def history_order(history_model: type[models.Model]) -> list[str]:
+    """``order_by`` arguments of history order."""
+    pk = history_model._meta.pk
+    assert pk is not None
+    return [pk.name] if numbered(history_model) else ["history_date", pk.name]
 
 
 def _sql_names(history_model: type[models.Model], attname: str) -> tuple[str, str, str, str]:

@@ -3,8 +3,9 @@
 The history table is a durable log of every change: replay selects records of one model, resolves
 each exactly as the worker does (same ``old``/``new``, same metadata, ``event.replayed`` True)
 through the same loader, resolution and dispatch, and runs the subscribed listeners, each record
-in its own transaction, in history order. Records are read in chunks (each chunk's previous
-records in one query), so memory does not grow with their number. Replay is at-least-once by
+in its own transaction, in history order (``records``: the order delivery follows). Records are
+read in chunks (each chunk's previous records in one query), so memory does not grow with
+their number. Replay is at-least-once by
 nature: listeners should be idempotent.
 """
 
@@ -18,6 +19,7 @@ from typing import Any
 from django.apps import apps
 from django.core.exceptions import ValidationError
 from django.db import models, transaction
+from django.db.models import Subquery
 from django.utils import timezone
 from django.utils.dateparse import parse_date, parse_datetime
 from simple_history.exceptions import NotHistoricalModelError
@@ -29,7 +31,7 @@ from .event import MigrationTimeline
 from .exceptions import PgpubsubSimplehistoryError
 from .history_models import history_model_of, object_attname
 from .models import Notification
-from .records import load_records
+from .records import history_order, load_records
 from .registry import HISTORY_TYPES, Subscription
 from .resolution import resolve_record, resolve_stored
 from .settlement import logger
@@ -170,17 +172,45 @@ def plan_replay(
         attname = object_attname(history_model, model_cls)
         objects = [_parse(model_pk, value, "object id") for value in object_ids]
         queryset = queryset.filter(**{f"{attname}__in": objects})
-    if since:
-        queryset = queryset.filter(history_date__gte=_datetime(since, "--since"))
-    if until:
-        queryset = queryset.filter(history_date__lte=_datetime(until, "--until", end=True))
     if history_types:
         unknown = sorted(set(history_types) - set(HISTORY_TYPES))
         if unknown:
             raise ReplayError(f"unknown history type(s) {', '.join(unknown)}: use + ~ -")
         queryset = queryset.filter(history_type__in=list(history_types))
-    queryset = queryset.order_by("history_date", pk.name)
+    order = history_order(history_model)
+    if since:
+        queryset = _from_first_at_or_after(queryset, _datetime(since, "--since"), pk.name, order)
+    if until:
+        queryset = _up_to_last_at_or_before(
+            queryset, _datetime(until, "--until", end=True), pk.name, order
+        )
+    queryset = queryset.order_by(*order)
     return ReplayPlan(model_cls, history_model, subscriptions, queryset, using)
+
+
+def _from_first_at_or_after(
+    queryset: models.QuerySet[Any], when: datetime.datetime, pk: str, order: list[str]
+) -> models.QuerySet[Any]:
+    """The records from the first one recorded at or after ``when``, in history order: a later
+    change whose ``history_date`` says earlier (another server's clock) is not left out."""
+    if order != [pk]:  # UUID history ids: history order is the dates
+        after: models.QuerySet[Any] = queryset.filter(history_date__gte=when)
+        return after
+    first = queryset.filter(history_date__gte=when).order_by(pk).values(pk)[:1]
+    kept: models.QuerySet[Any] = queryset.filter(**{f"{pk}__gte": Subquery(first)})
+    return kept
+
+
+def _up_to_last_at_or_before(
+    queryset: models.QuerySet[Any], when: datetime.datetime, pk: str, order: list[str]
+) -> models.QuerySet[Any]:
+    """The records up to the last one recorded at or before ``when``, in history order."""
+    if order != [pk]:
+        before: models.QuerySet[Any] = queryset.filter(history_date__lte=when)
+        return before
+    last = queryset.filter(history_date__lte=when).order_by(f"-{pk}").values(pk)[:1]
+    kept: models.QuerySet[Any] = queryset.filter(**{f"{pk}__lte": Subquery(last)})
+    return kept
 
 
 def replay(

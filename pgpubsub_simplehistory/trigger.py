@@ -22,7 +22,7 @@ import pgtrigger
 
 from ._pgpubsub import CONTEXT_SETTING
 from ._sql import identifier, literal
-from .history_models import migration_apps
+from .history_models import migration_apps, numbered
 
 if TYPE_CHECKING:
     from .channels import HistoryTriggerChannel
@@ -32,6 +32,66 @@ _ALL_TYPES = ("+", "-", "~")
 
 def _compact(sql: str) -> str:
     return "\n".join(line.strip() for line in sql.splitlines() if line.strip())
+
+
+class HistoryOrder(pgtrigger.Trigger):
+    """BEFORE INSERT trigger on a history table: changes of one object get their history ids
+    (and so their notifications) in the order they commit.
+
+    An update or a delete already holds the object's row lock when its history record is
+    written; an m2m change does not (Django's through-table insert takes only a key-share lock),
+    nor does a history record written by hand. This trigger takes the row lock for them (a no-op
+    when the transaction holds it already), so that concurrent writers of one object wait for
+    each other, and numbers the record after the lock is granted. Inserts need neither: no other
+    transaction can see the new object yet.
+    """
+
+    name = "pgpubsub_simplehistory_order"
+    when = pgtrigger.Before
+    operation = pgtrigger.Insert
+    condition = pgtrigger.Condition("NEW.history_type <> '+'")
+
+    def __init__(self, tracked: type[Any]) -> None:
+        self.tracked = tracked
+        super().__init__(name=self.name)
+
+    def get_func(self, model: Any) -> str:
+        tracked = self.tracked
+        pk = model._meta.pk
+        return render_order(
+            table=str(tracked._meta.db_table),
+            pk_column=str(tracked._meta.pk.column),
+            object_id_column=str(model._meta.get_field(tracked._meta.pk.name).column),
+            history_id_column=str(pk.column),
+            numbered=numbered(model),
+        )
+
+
+def render_order(
+    *,
+    table: str,
+    pk_column: str,
+    object_id_column: str,
+    history_id_column: str,
+    numbered: bool,
+) -> str:
+    """The body of the ordering trigger of one history table."""
+    renumber = ""
+    if numbered:
+        renumber = (
+            f"NEW.{identifier(history_id_column)} := nextval(pg_get_serial_sequence("
+            f"quote_ident(TG_TABLE_SCHEMA) || '.' || quote_ident(TG_TABLE_NAME), "
+            f"{literal(history_id_column)}));"
+        )
+    return _compact(
+        f"""
+        PERFORM 1 FROM {identifier(table)}
+        WHERE {identifier(pk_column)} = NEW.{identifier(object_id_column)}
+        FOR NO KEY UPDATE;
+        {renumber}
+        RETURN NEW;
+        """
+    )
 
 
 class HistoryNotify(pgtrigger.Trigger):

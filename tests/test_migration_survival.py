@@ -30,7 +30,7 @@ from .conftest import DrainingWorker, wait_for
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
-LATEST = "0006_backfill_priority"
+LATEST = "0007_history_order"
 
 
 def migrate(target: str) -> None:

@@ -20,11 +20,11 @@ def test_pending_per_channel_and_migration():
     (group,) = json.loads(out.getvalue())
     assert group["channel"] == OrderChannel.name()
     assert group["count"] == 2
-    assert group["migration"] == "shop.0001_initial"
+    assert group["migration"] == "shop.0002_history_order"
 
     table = StringIO()
     call_command("pending_notifications", stdout=table)
-    assert OrderChannel.name() in table.getvalue() and "shop.0001_initial" in table.getvalue()
+    assert OrderChannel.name() in table.getvalue() and "shop.0002_history_order" in table.getvalue()
 
     with pytest.raises(CommandError, match="2 notification"):
         call_command("pending_notifications", "--fail-if-pending", stdout=StringIO())

@@ -89,12 +89,18 @@ def test_since_until(history):
     )
     assert "replayed 1," in out
     assert [e.new["status"] for e in saved_events()] == ["a1"]
-    # A date alone means the start of that day (--since) or its end (--until): the day of the
-    # record moved two days ahead starts more than a day after every other record.
+    # A date alone means the start of that day (--since) or its end (--until). --since selects
+    # from the first record at or after it *in history order*: a2 (moved two days ahead), then
+    # B's two records, written after it although their dates (another clock) say earlier.
     day = timezone.localdate(middle + datetime.timedelta(days=2)).isoformat()
+    ReceivedEvent.objects.all().delete()
     out, _ = replay("--model", "shop.Order", "--since", day)
-    assert "replayed 1," in out
-    assert saved_events()[-1].new["status"] == "a2"
+    assert "replayed 3," in out
+    assert [(e.history_type, (e.new or e.old)["status"]) for e in ReceivedEvent.objects.all()] == [
+        ("~", "a2"),
+        ("+", "b0"),
+        ("-", "b0"),
+    ]
 
 
 def test_channel_and_listener_selection(history):

@@ -112,8 +112,9 @@ class Command(BaseCommand):
 
     def _supervise(self, processes: int, options: dict[str, Any]) -> None:
         restart = not options["no_restart_on_failure"]
-        if not supervise(_worker_argv(options), processes, restart=restart):
-            raise CommandError("a worker process failed")
+        problem = supervise(_worker_argv(options), processes, restart=restart)
+        if problem is not None:
+            raise CommandError(problem)
 
 
 def _worker_argv(options: dict[str, Any]) -> list[str]:
