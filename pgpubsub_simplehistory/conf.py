@@ -48,3 +48,16 @@ def lease_seconds() -> float:
 
 def release_after() -> float:
     return float(_get("RELEASE_AFTER", DEFAULT_RELEASE_AFTER))
+
+
+#: Seconds between a worker's summary lines (at INFO) of what it settled per channel.
+DEFAULT_SUMMARY_INTERVAL = 60.0
+
+
+def statistics() -> bool:
+    """Whether workers keep per-minute statistics for the admin dashboard."""
+    return bool(_get("STATISTICS", True))
+
+
+def summary_interval() -> float:
+    return float(_get("SUMMARY_INTERVAL", DEFAULT_SUMMARY_INTERVAL))

@@ -42,6 +42,7 @@ from .payload import HistoryPointer
 from .records import LoadedRecords, forget_prepared
 from .resolution import load_for, resolve
 from .settlement import Outcome, RetryPolicy, Settlement, announce, logger
+from .statistics import Statistics
 
 #: A batch starts no notification after it ran this long; the rest go back to the queue.
 BATCH_SECONDS = 0.5
@@ -103,6 +104,7 @@ def drain(
     should_stop: Callable[[], bool] | None = None,
     worker: str | None = None,
     watchdog: Watchdog | None = None,
+    statistics: Statistics | None = None,
 ) -> Drained:
     """Process due notifications of ``channels``, batch after batch, until none is left,
     ``limit`` were handled or ``should_stop()`` is true."""
@@ -120,6 +122,7 @@ def drain(
             should_stop=should_stop,
             worker=worker,
             watchdog=watchdog,
+            statistics=statistics,
         )
         drained.add(batch)
         if batch.exhausted:
@@ -135,9 +138,10 @@ def process_batch(
     should_stop: Callable[[], bool] | None = None,
     worker: str | None = None,
     watchdog: Watchdog | None = None,
+    statistics: Statistics | None = None,
 ) -> Drained:
     """Claim up to ``limit`` notifications and run each in its own transaction (see the
-    module). Call it outside a transaction."""
+    module). Call it outside a transaction. ``statistics`` counts what is settled."""
     worker = worker or worker_id()
     by_name = {c.listen_safe_name(): c for c in channels}
     rows = queue.claim(
@@ -170,6 +174,8 @@ def process_batch(
             if settled is not None:
                 drained.count(settled)
                 announce([settled])
+                if statistics is not None:
+                    statistics.record(settled)
     finally:
         if watchdog is not None:
             watchdog.watch(None)
@@ -265,7 +271,8 @@ def _run(
     ran = False
     try:
         with transaction.atomic(using=using):
-            if not queue.take(row, worker, using):
+            lag = queue.take(row, worker, using)
+            if lag is None:
                 return None
             dispatch(
                 resolve(channel, HistoryPointer.of_notification(row), using=using, loaded=loaded)
@@ -279,7 +286,7 @@ def _run(
     except Exception as exc:
         error = _classify(exc, ran, using, time.perf_counter() - started)
         return _settle_failure(channel, row, error, worker, using, started)
-    return _settlement(channel, row, Outcome.PROCESSED, started)
+    return _settlement(channel, row, Outcome.PROCESSED, started, lag=lag)
 
 
 def _classify(exc: Exception, ran: bool, using: str, seconds: float) -> BaseException:
@@ -437,6 +444,7 @@ def _settlement(
     started: float,
     error: BaseException | None = None,
     retry_in: float | None = None,
+    lag: float | None = None,
 ) -> Settlement:
     return Settlement(
         channel=channel,
@@ -449,10 +457,15 @@ def _settlement(
         duration=time.perf_counter() - started,
         error=error,
         retry_in=retry_in,
+        lag=lag,
     )
 
 
-def reap(channels: Sequence[Channel], using: str = "default") -> list[Settlement]:
+def reap(
+    channels: Sequence[Channel],
+    using: str = "default",
+    statistics: Statistics | None = None,
+) -> list[Settlement]:
     """End the leases that ran out on ``channels``: each was a failed attempt of a worker that
     died; park the ones whose attempts are exhausted. Announces and returns the settlements."""
     settlements = []
@@ -481,6 +494,9 @@ def reap(channels: Sequence[Channel], using: str = "default") -> list[Settlement
                 )
             )
     announce(settlements)
+    if statistics is not None:
+        for settled in settlements:
+            statistics.record(settled)
     return settlements
 
 

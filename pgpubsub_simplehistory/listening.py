@@ -28,7 +28,7 @@ from typing import Any
 
 from django.db import DatabaseError, InterfaceError, OperationalError, connections, transaction
 
-from . import _pgpubsub, conf, registry
+from . import _pgpubsub, conf, queue, registry
 from .channels import is_history_channel, locate
 from .dispatch import dispatch
 from .draining import Drained, Watchdog, drain, park_orphans, reap, worker_id
@@ -36,9 +36,12 @@ from .exceptions import ChannelConfigurationError, PgpubsubSimplehistoryError
 from .payload import HistoryPointer
 from .resolution import resolve
 from .settlement import Outcome, Settlement, announce, logger
+from .statistics import Statistics, lag_text
 
 #: A drain returns to the LISTEN loop after this many seconds (other channels' NOTIFYs wait).
 DRAIN_SECONDS = 1.0
+#: A drained backlog of at least this many notifications (or one second) gets an INFO line.
+BACKLOG = 100
 RECONNECT_MAX_DELAY = 5.0
 
 
@@ -108,6 +111,9 @@ class Worker:
         self._stopping = False
         self.worker_id = worker_id()
         self._watchdog: Watchdog | None = None
+        self.statistics = Statistics(using) if conf.statistics() else None
+        self._next_summary = time.monotonic() + conf.summary_interval()
+        self._busy: tuple[float, int] | None = None  # (since, handled) while draining a backlog
 
     # -- connection -------------------------------------------------------------------------
 
@@ -141,6 +147,9 @@ class Worker:
         connections[self.using].close()
 
     def close(self) -> None:
+        if self.statistics is not None:
+            with contextlib.suppress(DatabaseError):
+                self.statistics.flush()
         self._disconnect()
         if self._watchdog is not None:
             self._watchdog.close()
@@ -154,7 +163,7 @@ class Worker:
         handled = 0
         self._next_sweep = time.monotonic() + self.sweep_interval
         if self.stored:
-            handled += len(reap(self.stored, self.using))
+            handled += len(reap(self.stored, self.using, self.statistics))
             park_orphans(self.using)
         while self.stored and not self._stopping:
             drained = self._drain()
@@ -183,6 +192,7 @@ class Worker:
                 continue
             self.handle_notify(notify)
             handled += 1
+        self._housekeeping()
         if self.stored and time.monotonic() >= self._next_sweep:
             self._doorbell = self._more = False
             handled += self.sweep()
@@ -201,10 +211,56 @@ class Worker:
             should_stop=lambda: self._stopping or time.monotonic() > until,
             worker=self.worker_id,
             watchdog=self._watchdog,
+            statistics=self.statistics,
         )
+        self._note_backlog(drained)
         if drained.next_retry is not None:  # a retry is due before the next sweep: sweep then
             self._next_sweep = min(self._next_sweep, time.monotonic() + drained.next_retry)
         return drained
+
+    def _note_backlog(self, drained: Drained) -> None:
+        """One INFO line when a backlog is drained: how many, how long."""
+        now = time.monotonic()
+        if drained.handled:
+            since, count = self._busy or (now, 0)
+            self._busy = (since, count + drained.handled)
+        if drained.exhausted and self._busy is not None:
+            since, count = self._busy
+            self._busy = None
+            if count >= BACKLOG or now - since >= 1.0:
+                logger.info("drained %d notification(s) in %.1f s", count, now - since)
+
+    def _housekeeping(self) -> None:
+        """Flush the statistics and write the summary lines when they are due."""
+        if self.statistics is None:
+            return
+        self.statistics.flush_if_due()
+        if time.monotonic() < self._next_summary:
+            return
+        self._next_summary = time.monotonic() + conf.summary_interval()
+        summary = self.statistics.take_summary()
+        if not summary:
+            return
+        backlog = {
+            name: (pending, parked)
+            for name, pending, parked, *_ in queue.channel_counts(self.using)
+        }
+        for channel, tally in summary.items():
+            pending, parked = backlog.get(channel.listen_safe_name(), (0, 0))
+            logger.info(
+                "%s: %d processed, %d retried, %d parked, %d failed in the last %.0f s; %s; "
+                "%d pending, %d parked",
+                channel.name(),
+                tally.processed,
+                tally.retried,
+                tally.parked,
+                tally.failed,
+                conf.summary_interval(),
+                lag_text(tally),
+                pending,
+                parked,
+                extra={"channel": channel.name(), "outcome": "summary"},
+            )
 
     def handle_notify(self, notify: Notify) -> Outcome:
         """Process a NOTIFY of a non-lockable history channel or of a django-pgpubsub channel.
@@ -248,6 +304,8 @@ class Worker:
             error=error,
         )
         announce([settled])
+        if self.statistics is not None:
+            self.statistics.record(settled)
         return settled.outcome
 
     def _handle_plain(self, channel: type[Any], notify: Notify | None) -> Outcome:

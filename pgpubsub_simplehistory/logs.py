@@ -16,6 +16,7 @@ STRUCTURED_FIELDS = (
     "notification_id",
     "attempt",
     "duration_ms",
+    "lag_ms",
     "outcome",
 )
 

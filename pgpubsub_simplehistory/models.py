@@ -10,6 +10,7 @@ row is reaped and counts as a failed attempt. Every statement on this table is i
 
 from __future__ import annotations
 
+from django.contrib.postgres.fields import ArrayField
 from django.db import models
 from django.db.models import Q
 from django.utils import timezone
@@ -78,3 +79,31 @@ class Notification(models.Model):
 
     def __str__(self) -> str:
         return f"{self.history_model} {self.history_id} ({self.history_type}) on {self.listen_name}"
+
+
+class Minute(models.Model):
+    """What the workers settled on one channel in one minute (``statistics``): the admin
+    dashboard's processed-per-minute and lag chart. Kept for a week."""
+
+    id = models.BigAutoField(primary_key=True)
+    listen_name = models.CharField(max_length=63)
+    minute = models.DateTimeField(help_text="The start of the minute.")
+    processed = models.PositiveIntegerField(default=0)
+    retried = models.PositiveIntegerField(default=0)
+    parked = models.PositiveIntegerField(default=0)
+    failed = models.PositiveIntegerField(default=0)
+    lag_buckets = ArrayField(
+        models.PositiveIntegerField(),
+        help_text="Processed notifications per lag bucket (statistics.py).",
+    )
+    lag_max_ms = models.FloatField(default=0)
+
+    class Meta:
+        db_table = "pgpubsub_simplehistory_minute"
+        ordering = ["minute"]
+        constraints = [
+            models.UniqueConstraint(fields=["listen_name", "minute"], name="psh_minute_unique")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.listen_name} {self.minute:%Y-%m-%d %H:%M}"

@@ -72,12 +72,14 @@ def claim(
     return sorted(rows, key=lambda row: row.pk)
 
 
-def take(notification: Notification, worker: str, using: str) -> bool:
+def take(notification: Notification, worker: str, using: str) -> float | None:
     """Delete a claimed notification in the transaction that runs its listeners, if ``worker``
-    still holds it (False: another worker took it over, skip it)."""
+    still holds it: the seconds since the change was stored (None: another worker took it
+    over, skip it)."""
     params = {"id": notification.pk, "worker": worker}
     with _execute(using, "take", params) as cursor:
-        return cursor.fetchone() is not None
+        row = cursor.fetchone()
+    return None if row is None else float(row[0])
 
 
 def settle_failure(

@@ -24,7 +24,7 @@ from django.utils import timezone
 from django.utils.dateparse import parse_date, parse_datetime
 from simple_history.exceptions import NotHistoricalModelError
 
-from . import registry
+from . import queue, registry
 from .channels import is_history_channel, locate
 from .dispatch import dispatch
 from .event import MigrationTimeline
@@ -85,8 +85,9 @@ class ReplayPlan:
     def count(self) -> int:
         return self.queryset.count()
 
-    def items(self) -> Iterator[tuple[Any, Any, ReplayItem]]:
-        """``(record, previous record or None, item)`` in history order."""
+    def items(self) -> Iterator[tuple[Any, Any, dict[str, Any], ReplayItem]]:
+        """``(record, previous record or None, context, item)`` in history order; the context is
+        the one stored with the record's notification while it is still stored."""
         attname = object_attname(self.history_model, self.model)
         chunk: list[Any] = []
         for record in self.queryset.iterator(chunk_size=CHUNK):
@@ -97,12 +98,20 @@ class ReplayPlan:
         if chunk:
             yield from self._chunk(chunk, attname)
 
-    def _chunk(self, records: list[Any], attname: str) -> Iterator[tuple[Any, Any, ReplayItem]]:
+    def _chunk(
+        self, records: list[Any], attname: str
+    ) -> Iterator[tuple[Any, Any, dict[str, Any], ReplayItem]]:
         updates = [r.pk for r in records if r.history_type == "~"]
         previous = (
             load_records(self.history_model, attname, updates, self.using).previous
             if updates
             else {}
+        )
+        contexts = queue.contexts(
+            sorted({s.channel.listen_safe_name() for s in self.subscriptions}),
+            str(self.history_model._meta.label),
+            [r.pk for r in records],
+            self.using,
         )
         for record in records:
             subs = tuple(s for s in self.subscriptions if s.accepts(record.history_type))
@@ -113,7 +122,7 @@ class ReplayPlan:
                 object_id=getattr(record, attname),
                 subscriptions=subs,
             )
-            yield record, previous.get(record.pk), item
+            yield record, previous.get(record.pk), contexts.get(str(record.pk), {}), item
 
 
 def plan_replay(
@@ -246,14 +255,14 @@ def run_plan(
     """Run a validated replay (see :func:`replay`)."""
     result = ReplayResult()
     timeline = MigrationTimeline(plan.using, plan.model)
-    for record, previous, item in plan.items():
+    for record, previous, context, item in plan.items():
         if dry_run:
             outcome = "dry-run"
         elif not item.subscriptions:
             result.skipped += 1
             outcome = "skipped"
         else:
-            outcome = _replay_one(plan, record, previous, item, timeline, result)
+            outcome = _replay_one(plan, record, previous, context, item, timeline, result)
         if on_item is not None:
             on_item(item, outcome)
         if outcome == "failed" and stop_on_error:
@@ -265,6 +274,7 @@ def _replay_one(
     plan: ReplayPlan,
     record: Any,
     previous: Any,
+    context: dict[str, Any],
     item: ReplayItem,
     timeline: MigrationTimeline,
     result: ReplayResult,
@@ -280,6 +290,7 @@ def _replay_one(
                     record,
                     using=plan.using,
                     migration_id=timeline.as_of(record.history_date),
+                    context=context,
                     replayed=True,
                     previous=previous,
                 )

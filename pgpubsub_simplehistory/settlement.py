@@ -71,6 +71,8 @@ class Settlement:
     error: BaseException | None = None
     #: Seconds until a retried notification is due again.
     retry_in: float | None = None
+    #: Seconds from the change's insert to its listeners' start (database clock), when known.
+    lag: float | None = None
 
     def arguments(self) -> dict[str, Any]:
         """The signal's keyword arguments (documented in ``signals``)."""
@@ -91,6 +93,8 @@ class Settlement:
         del fields["duration"], fields["error"]
         fields["duration_ms"] = round(self.duration * 1000, 3)
         fields["outcome"] = self.outcome.value
+        if self.lag is not None:
+            fields["lag_ms"] = round(self.lag * 1000, 3)
         return fields
 
     def where(self) -> str:
@@ -121,8 +125,8 @@ def announce(settlements: Sequence[Settlement]) -> None:
 
 def _log(settled: Settlement) -> None:
     if settled.outcome is Outcome.PROCESSED:
-        if logger.isEnabledFor(logging.INFO):  # the hot path: build the line only when logged
-            logger.info(
+        if logger.isEnabledFor(logging.DEBUG):  # the hot path: build the line only when logged
+            logger.debug(
                 "processed %s type=%s in %.1f ms",
                 settled.where(),
                 settled.history_type,
@@ -145,10 +149,20 @@ def _log(settled: Settlement) -> None:
             what = f"rolled back, retry in {settled.retry_in or 0:.1f}s"
         else:
             what = "its changes were rolled back"
+        error = settled.error
+        cause = error.__cause__ if error is not None and error.__cause__ is not None else error
         logger.error(
-            "listener failed for %s; %s",
+            "listener failed for %s: %s; %s",
             settled.where(),
+            _first_line(error),
             what,
-            exc_info=settled.error,
+            exc_info=cause,  # one traceback: the listener's (or the COMMIT's, the session's)
             extra=settled.log_fields(),
         )
+
+
+def _first_line(error: BaseException | None) -> str:
+    if error is None:
+        return ""
+    text = str(error).strip()
+    return f"{type(error).__name__}: {text.splitlines()[0] if text else ''}"

@@ -28,6 +28,8 @@ if TYPE_CHECKING:
     from .channels import HistoryTriggerChannel
 
 _ALL_TYPES = ("+", "-", "~")
+#: The longest NOTIFY payload Postgres accepts (bytes), below its 8000-byte limit.
+NOTIFY_LIMIT = 7999
 
 
 def _compact(sql: str) -> str:
@@ -171,6 +173,18 @@ def render(
             'migration_id_at_change', {migration},
             'context', COALESCE(NULLIF({context}, ''), '{{}}')::jsonb
         );
+        IF octet_length(payload::text) > {NOTIFY_LIMIT} THEN
+            RAISE EXCEPTION USING
+                ERRCODE = 'string_data_right_truncation',
+                MESSAGE = format(
+                    'pgpubsub_simplehistory: the notification of %s on channel %s is %s bytes, '
+                    'over the %s bytes NOTIFY allows (its context is %s bytes)',
+                    {literal(model)}, {literal(listen_name)}, octet_length(payload::text),
+                    {NOTIFY_LIMIT}, octet_length((payload->'context')::text)
+                ),
+                HINT = 'Make the channel lockable (lock_notifications = True: its notifications '
+                    'are stored, whatever their size) or set a smaller notification context.';
+        END IF;
         PERFORM pg_notify({literal(listen_name)}, payload::text);
         RETURN NULL;
         """

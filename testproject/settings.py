@@ -82,3 +82,4 @@ PGPUBSUB_SIMPLEHISTORY_SWEEP_INTERVAL = float(os.environ.get("SWEEP_INTERVAL", "
 # Fault tests shorten these through the environment of their worker subprocesses.
 PGPUBSUB_SIMPLEHISTORY_LEASE_SECONDS = float(os.environ.get("PSH_LEASE_SECONDS", "10"))
 PGPUBSUB_SIMPLEHISTORY_RELEASE_AFTER = float(os.environ.get("PSH_RELEASE_AFTER", "1.0"))
+PGPUBSUB_SIMPLEHISTORY_SUMMARY_INTERVAL = float(os.environ.get("PSH_SUMMARY_INTERVAL", "60"))

@@ -170,7 +170,7 @@ def test_2_failure_at_commit_is_an_attempt_isolated_retried_and_parked(manage, t
     marker = tmp_path / "dangling-runs"
     env = {**FAST_RETRIES, "SHOP_DANGLING_MARKER": str(marker)}
     started = time.monotonic()
-    proc = manage("listen", "--sweep-interval", "0.2", env=env)
+    proc = manage("listen", "--sweep-interval", "0.2", "--loglevel", "debug", env=env)
 
     def explain() -> str:
         return f"{queue_state()}; deliveries {deliveries(fine)}; {tail(proc)}"

@@ -133,7 +133,7 @@ def test_failing_receiver_is_logged_and_does_not_stop_processing(quick_listener,
 
 
 def test_log_lines_carry_structured_fields(quick_listener, caplog):
-    with caplog.at_level(logging.INFO, logger="pgpubsub_simplehistory"):
+    with caplog.at_level(logging.DEBUG, logger="pgpubsub_simplehistory"):
         good = OrderFactory(status="fine")
         OrderFactory(status="explode")
         quick_listener.drain(quiet=0.5)
@@ -145,8 +145,11 @@ def test_log_lines_carry_structured_fields(quick_listener, caplog):
     assert processed.model == "shop.Order"  # type: ignore[attr-defined]
     assert processed.history_id == str(good.history.get().history_id)  # type: ignore[attr-defined]
     assert processed.duration_ms > 0  # type: ignore[attr-defined]
+    assert processed.levelno == logging.DEBUG  # one line per notification only at DEBUG
     failed = [r for r in lines if r.outcome != "processed"]  # type: ignore[attr-defined]
     assert all(r.exc_info and r.levelno == logging.ERROR for r in failed)
+    # One traceback per failure: the listener's, not chained through this package's wrappers.
+    assert all("listener refuses order" in str(r.exc_info[1]) for r in failed)
 
 
 def test_json_formatter_writes_one_object_with_the_fields():

@@ -22,7 +22,7 @@ BEGIN
         last_error, last_traceback, leased_by
     ) VALUES (
         p_listen_name, p_model, p_history_model, p_history_id, p_history_type, p_object_id,
-        p_migration_id_at_change, v_context, now(), 'pending', 0, now(), '', '', ''
+        p_migration_id_at_change, v_context, clock_timestamp(), 'pending', 0, now(), '', '', ''
     ) RETURNING id INTO v_id;
     -- A doorbell: the workers claim from the table. An empty payload is sent once per
     -- transaction and channel (Postgres folds identical notifications), whatever the context.

@@ -14,9 +14,10 @@ SELECT * FROM pgpubsub_simplehistory_claim_v1(
 -- take --
 -- First statement of a notification's transaction: delete it if %(worker)s still holds it. The
 -- row stays locked until the commit (done) or the rollback (the notification comes back).
+-- Returns the lag: seconds from the change's insert to now, on the database's clock.
 DELETE FROM pgpubsub_simplehistory_notification
 WHERE id = %(id)s AND leased_by = %(worker)s AND state = 'pending'
-RETURNING id
+RETURNING extract(epoch FROM now() - created_at)
 
 -- settle_failure --
 -- Record a failed attempt (already counted by the claim) and end the lease: due again after

@@ -15,7 +15,12 @@ from pgpubsub_simplehistory.checks import trigger_problems
 from pgpubsub_simplehistory.exceptions import ChannelConfigurationError
 from pgpubsub_simplehistory.listening import Worker
 from pgpubsub_simplehistory.logs import JsonFormatter
+from pgpubsub_simplehistory.management._options import INVALID, check_database, version
 from pgpubsub_simplehistory.supervisor import supervise
+
+_LEVELS = {
+    name: getattr(logging, name) for name in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+}
 
 
 class Command(BaseCommand):
@@ -67,26 +72,40 @@ class Command(BaseCommand):
         parser.add_argument("--loglevel", default="info", help="Logging level (default info).")
         parser.add_argument(
             "--logformat",
-            default="%(asctime)s %(levelname).4s %(name)s %(message)s",
+            default="%(asctime)s %(levelname)s %(name)s [%(process)d] %(message)s",
             help="Logging format (a %%-style format), or 'json' for one JSON object per line "
             "with the fields channel, model, history_id, duration_ms, outcome.",
         )
 
+    def get_version(self) -> str:
+        return version()
+
     def handle(self, *args: Any, **options: Any) -> None:
-        level = getattr(logging, str(options["loglevel"]).upper(), None)
-        if not isinstance(level, int):
-            raise CommandError(f"unknown --loglevel {options['loglevel']!r}")
+        level = _LEVELS.get(str(options["loglevel"]).upper())
+        if level is None:
+            raise CommandError(
+                f"unknown --loglevel {options['loglevel']!r}: use debug, info, warning, error "
+                "or critical",
+                returncode=INVALID,
+            )
+        handler = logging.StreamHandler()
         if options["logformat"] == "json":
-            handler = logging.StreamHandler()
             handler.setFormatter(JsonFormatter())
-            logging.basicConfig(level=level, handlers=[handler])
         else:
-            logging.basicConfig(format=options["logformat"], level=level)
+            try:
+                handler.setFormatter(logging.Formatter(options["logformat"], validate=True))
+            except (ValueError, TypeError) as exc:
+                raise CommandError(
+                    f"invalid --logformat {options['logformat']!r}: {exc}", returncode=INVALID
+                ) from None
+        logging.basicConfig(level=level, handlers=[handler])
         processes = options["processes"]
         if processes < 1:
-            raise CommandError(f"--processes must be at least 1, not {processes}")
+            raise CommandError(
+                f"--processes must be at least 1, not {processes}", returncode=INVALID
+            )
         if options["sweep_interval"] is not None and options["sweep_interval"] <= 0:
-            raise CommandError("--sweep-interval must be positive")
+            raise CommandError("--sweep-interval must be positive", returncode=INVALID)
         if options["worker"] or processes == 1:
             self._listen(options)
         else:
@@ -100,7 +119,8 @@ class Command(BaseCommand):
                 recover=options["recover"],
             )
         except ChannelConfigurationError as exc:
-            raise CommandError(str(exc)) from None
+            raise CommandError(str(exc), returncode=INVALID) from None
+        check_database(worker.using)
         history = [c for c in worker.channels if is_history_channel(c)]
         problems = trigger_problems([worker.using], history)
         if problems:
