@@ -42,6 +42,12 @@ from .statistics import Statistics, lag_text
 DRAIN_SECONDS = 1.0
 #: A drained backlog of at least this many notifications (or one second) gets an INFO line.
 BACKLOG = 100
+#: An awake worker keeps claiming every LINGER_POLL seconds for LINGER_SECONDS after its last
+#: notification before it goes back to sleep (see Worker._wake).
+LINGER_SECONDS = 0.5
+LINGER_POLL = 0.02
+#: Advisory-lock key space of the wake-up protocol (sql/enqueue_v1.sql uses the same).
+ADVISORY_CLASS = 29555
 RECONNECT_MAX_DELAY = 5.0
 
 
@@ -114,6 +120,9 @@ class Worker:
         self.statistics = Statistics(using) if conf.statistics() else None
         self._next_summary = time.monotonic() + conf.summary_interval()
         self._busy: tuple[float, int] | None = None  # (since, handled) while draining a backlog
+        self._held: set[str] = set()  # listen names whose wake-up key this worker holds
+        self._awake_until = 0.0
+        self._peers_rung = 0.0
 
     # -- connection -------------------------------------------------------------------------
 
@@ -141,6 +150,7 @@ class Worker:
         self._source = _source_for(raw, self._queue)
 
     def _disconnect(self) -> None:
+        self._held.clear()  # session locks end with the session
         if self._source is not None:
             self._source.close()
             self._source = None
@@ -183,6 +193,8 @@ class Worker:
         assert self._source is not None
         if not self._queue and not self._more:
             wait = min(timeout, max(self._next_sweep - time.monotonic(), 0.0))
+            if self._held:
+                wait = min(wait, LINGER_POLL)  # awake: writers do not ring, so poll
             self._source.wait(wait)
         handled = 0
         while self._queue and not self._stopping:
@@ -196,12 +208,68 @@ class Worker:
         if self.stored and time.monotonic() >= self._next_sweep:
             self._doorbell = self._more = False
             handled += self.sweep()
-        elif self.stored and (self._doorbell or self._more):
+        elif self.stored and (self._doorbell or self._more or self._held):
+            if self._doorbell:
+                self._wake()
             self._doorbell = False
             drained = self._drain()
             self._more = not drained.exhausted
             handled += drained.handled
+            if not drained.handled and self._held and time.monotonic() > self._awake_until:
+                handled += self._fall_asleep()
         return handled
+
+    # -- the wake-up protocol ---------------------------------------------------------------
+    #
+    # A writer rings a channel's doorbell (NOTIFY) only when no worker of the channel is awake
+    # (sql/enqueue_v1.sql): NOTIFY makes Postgres serialize commits, so under load writers
+    # should not send it. A worker is awake while it holds a shared advisory lock on the
+    # channel's key: from the moment it is woken (a doorbell, a sweep, work found) until it has
+    # found nothing for LINGER_SECONDS, claiming every LINGER_POLL seconds meanwhile. Then it
+    # releases the key and claims once more, for the changes of writers that saw it awake and
+    # committed since; a change whose writer saw it awake and committed after that (a
+    # transaction that outlasted the linger) waits for the next sweep, at most
+    # PGPUBSUB_SIMPLEHISTORY_SWEEP_INTERVAL seconds.
+
+    def _wake(self) -> None:
+        """Hold the wake-up key of every stored channel (writers then skip NOTIFY)."""
+        self._awake_until = time.monotonic() + LINGER_SECONDS
+        missing = self._stored_names - self._held
+        if not missing:
+            return
+        with connections[self.using].cursor() as cursor:
+            for name in sorted(missing):
+                # try: a writer probing the key at this instant makes it fail; then the writer
+                # rings, and the next wake takes the key
+                cursor.execute(
+                    "SELECT pg_try_advisory_lock_shared(%s, hashtext(%s))", [ADVISORY_CLASS, name]
+                )
+                if cursor.fetchone()[0]:
+                    self._held.add(name)
+
+    def _fall_asleep(self) -> int:
+        """Release the wake-up keys, then claim once more (see above): work found wakes it again."""
+        with connections[self.using].cursor() as cursor:
+            for name in sorted(self._held):
+                cursor.execute(
+                    "SELECT pg_advisory_unlock_shared(%s, hashtext(%s))", [ADVISORY_CLASS, name]
+                )
+        self._held.clear()
+        drained = self._drain()
+        if drained.handled:
+            self._wake()
+        self._more = not drained.exhausted
+        return drained.handled
+
+    def _ring_peers(self) -> None:
+        """A backlog: wake the sleeping workers of the channels too (at most twice a second)."""
+        now = time.monotonic()
+        if now - self._peers_rung < 0.5:
+            return
+        self._peers_rung = now
+        with connections[self.using].cursor() as cursor:
+            for name in sorted(self._stored_names):
+                cursor.execute("SELECT pg_notify(%s, '')", [name])
 
     def _drain(self) -> Drained:
         until = time.monotonic() + DRAIN_SECONDS
@@ -214,6 +282,10 @@ class Worker:
             statistics=self.statistics,
         )
         self._note_backlog(drained)
+        if drained.handled:
+            self._wake()
+            if not drained.exhausted:
+                self._ring_peers()
         if drained.next_retry is not None:  # a retry is due before the next sweep: sweep then
             self._next_sweep = min(self._next_sweep, time.monotonic() + drained.next_retry)
         return drained

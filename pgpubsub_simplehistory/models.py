@@ -63,9 +63,11 @@ class Notification(models.Model):
             ("replay_notification", "Can replay the historical record of a notification"),
         ]
         indexes = [
-            # The claim: oldest pending first.
+            # The claim: per channel, the unclaimed pending ones, soonest due first.
             models.Index(
-                fields=["id"], name="psh_notification_pending", condition=Q(state="pending")
+                fields=["listen_name", "available_at", "id"],
+                name="psh_notification_claim",
+                condition=Q(state="pending", leased_until__isnull=True),
             ),
             # Per-object order: is an earlier notification of this object still open?
             models.Index(fields=["listen_name", "object_id", "id"], name="psh_notification_object"),

@@ -331,13 +331,13 @@ def test_claim_plan_walks_the_pending_index_even_without_statistics():
                 name, value = setting.split("=")
                 cursor.execute(f"SET LOCAL {name} = {value}")
             query = body.split("RETURN QUERY", 1)[1].split(";", 1)[0]
-            query = query.replace("ANY(p_listen_names)", "ANY(%(c)s)")
-            query = query.replace("ANY(p_blocking)", "ANY(%(c)s)")
-            query = query.replace("LIMIT p_batch", "LIMIT 100")
+            query = query.replace("v_name = ANY(p_blocking)", "true")
+            query = query.replace("v_name", "%(c)s")
+            query = query.replace("LIMIT v_left", "LIMIT 100")
             query = query.replace("p_worker", "'test'").replace("p_lease_seconds", "10")
-            cursor.execute("EXPLAIN " + query, {"c": [OrderChannel.listen_safe_name()]})
+            cursor.execute("EXPLAIN " + query, {"c": OrderChannel.listen_safe_name()})
             plan = "\n".join(row[0] for row in cursor.fetchall())
-    assert "Index Scan using psh_notification_pending" in plan
+    assert "Index Scan using psh_notification_claim" in plan
     assert "Sort" not in plan
 
 

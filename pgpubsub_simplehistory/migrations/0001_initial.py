@@ -91,9 +91,9 @@ class Migration(migrations.Migration):
                 ],
                 "indexes": [
                     models.Index(
-                        condition=models.Q(("state", "pending")),
-                        fields=["id"],
-                        name="psh_notification_pending",
+                        condition=models.Q(("leased_until__isnull", True), ("state", "pending")),
+                        fields=["listen_name", "available_at", "id"],
+                        name="psh_notification_claim",
                     ),
                     models.Index(
                         fields=["listen_name", "object_id", "id"],

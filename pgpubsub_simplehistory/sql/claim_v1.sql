@@ -1,5 +1,6 @@
 -- pgpubsub_simplehistory_claim_v1: claim up to p_batch pending notifications of the channels
--- p_listen_names that are due and not leased, oldest first, at most one per object: one is not
+-- p_listen_names that are due and not leased, soonest due first (then oldest), at most one per
+-- object: one is not
 -- claimed while an earlier one of the same object is pending (claimed or not), or parked on the
 -- channels p_blocking, whose parked notifications hold back later changes.
 -- Claiming counts the attempt and leases the row to p_worker for p_lease_seconds, committed
@@ -19,30 +20,41 @@ CREATE OR REPLACE FUNCTION pgpubsub_simplehistory_claim_v1(
 RETURNS SETOF pgpubsub_simplehistory_notification LANGUAGE plpgsql VOLATILE
 SET enable_sort = off SET enable_bitmapscan = off
 AS $$
+DECLARE
+    v_name text;
+    v_left integer := p_batch;
+    v_count integer;
 BEGIN
     PERFORM set_config('synchronous_commit', 'off', true);
-    RETURN QUERY
-    WITH claimed AS (
-        SELECT n.id FROM pgpubsub_simplehistory_notification n
-        WHERE n.state = 'pending'
-          AND n.listen_name = ANY(p_listen_names)
-          AND n.available_at <= now()
-          AND n.leased_until IS NULL
-          AND NOT EXISTS (
-            SELECT 1 FROM pgpubsub_simplehistory_notification e
-            WHERE e.listen_name = n.listen_name AND e.object_id = n.object_id AND e.id < n.id
-              AND (e.state = 'pending' OR (e.state = 'parked' AND e.listen_name = ANY(p_blocking)))
-          )
-        ORDER BY n.id
-        LIMIT p_batch
-        FOR UPDATE OF n SKIP LOCKED
-    )
-    UPDATE pgpubsub_simplehistory_notification q
-    SET attempts = q.attempts + 1,
-        leased_by = p_worker,
-        leased_until = now() + p_lease_seconds * interval '1 second'
-    FROM claimed
-    WHERE q.id = claimed.id
-    RETURNING q.*;
+    -- One channel after the other, each through its own part of the claim index: another
+    -- channel's backlog, and rows waiting for a retry (due later), are never walked.
+    FOREACH v_name IN ARRAY p_listen_names LOOP
+        EXIT WHEN v_left <= 0;
+        RETURN QUERY
+        WITH claimed AS (
+            SELECT n.id FROM pgpubsub_simplehistory_notification n
+            WHERE n.listen_name = v_name
+              AND n.state = 'pending'
+              AND n.leased_until IS NULL
+              AND n.available_at <= now()
+              AND NOT EXISTS (
+                SELECT 1 FROM pgpubsub_simplehistory_notification e
+                WHERE e.listen_name = v_name AND e.object_id = n.object_id AND e.id < n.id
+                  AND (e.state = 'pending' OR (e.state = 'parked' AND v_name = ANY(p_blocking)))
+              )
+            ORDER BY n.available_at, n.id
+            LIMIT v_left
+            FOR UPDATE OF n SKIP LOCKED
+        )
+        UPDATE pgpubsub_simplehistory_notification q
+        SET attempts = q.attempts + 1,
+            leased_by = p_worker,
+            leased_until = now() + p_lease_seconds * interval '1 second'
+        FROM claimed
+        WHERE q.id = claimed.id
+        RETURNING q.*;
+        GET DIAGNOSTICS v_count = ROW_COUNT;
+        v_left := v_left - v_count;
+    END LOOP;
 END
 $$;

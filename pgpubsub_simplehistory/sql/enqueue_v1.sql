@@ -24,9 +24,16 @@ BEGIN
         p_listen_name, p_model, p_history_model, p_history_id, p_history_type, p_object_id,
         p_migration_id_at_change, v_context, clock_timestamp(), 'pending', 0, now(), '', '', ''
     ) RETURNING id INTO v_id;
-    -- A doorbell: the workers claim from the table. An empty payload is sent once per
-    -- transaction and channel (Postgres folds identical notifications), whatever the context.
-    PERFORM pg_notify(p_listen_name, '');
+    -- The doorbell, rung only when no worker of the channel is awake: an awake worker holds a
+    -- shared advisory lock on the channel's key (listening.py) and keeps claiming until the
+    -- queue is empty, so a writer then skips NOTIFY and its commit does not take the lock
+    -- NOTIFY serializes commits on. The probe takes the key exclusively and releases it at
+    -- once: it never waits and holds nothing. The payload is empty: the workers claim from the
+    -- table, and Postgres folds identical notifications of a transaction into one.
+    IF pg_try_advisory_lock(29555, hashtext(p_listen_name)) THEN
+        PERFORM pg_advisory_unlock(29555, hashtext(p_listen_name));
+        PERFORM pg_notify(p_listen_name, '');
+    END IF;
     RETURN v_id;
 END
 $$;

@@ -1,0 +1,119 @@
+"""The wake-up protocol (listening.py, sql/enqueue_v1.sql): writers skip NOTIFY while a worker
+is awake. Nothing may be lost by it, and no change may wait longer than a sweep interval."""
+
+from __future__ import annotations
+
+import random
+import signal
+import time
+
+import pytest
+from django.db import connection
+
+from testproject.shop.channels import OrderChannel
+from testproject.shop.factories import OrderFactory
+
+from .conftest import wait_for
+from .test_faults import report_for_orders
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def _awake_workers(name: str) -> int:
+    """Workers holding the channel's wake-up key (shared advisory locks)."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND classid = 29555 "
+            "AND objid = hashtext(%s)::oid AND mode = 'ShareLock' AND granted",
+            [name],
+        )
+        return int(cursor.fetchone()[0])
+
+
+def test_an_awake_worker_makes_writers_skip_notify_and_a_sleeping_one_is_woken(manage):
+    from testproject.shop.models import ReceivedEvent
+
+    name = OrderChannel.listen_safe_name()
+    proc = manage("listen", "--sweep-interval", "30")  # a long sweep: only doorbells wake it
+    wait_for(lambda: "worker ready" in proc.stderr_text(), timeout=30)
+    wait_for(lambda: _awake_workers(name) == 0, timeout=10)  # asleep after its start
+
+    # Asleep: a change rings the doorbell (a probe of the key succeeds), the worker wakes.
+    first = OrderFactory(status="wakes it")
+    wait_for(lambda: ReceivedEvent.objects.filter(object_id=str(first.pk)).exists(), timeout=5)
+    # While it lingers it holds the key: a writer's probe fails, so it sends no NOTIFY.
+    wait_for(lambda: _awake_workers(name) == 1, timeout=5)
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_try_advisory_lock(29555, hashtext(%s))", [name])
+        assert cursor.fetchone()[0] is False
+    # Then it falls asleep again and releases the key.
+    wait_for(lambda: _awake_workers(name) == 0, timeout=5)
+    second = OrderFactory(status="wakes it again")
+    wait_for(lambda: ReceivedEvent.objects.filter(object_id=str(second.pk)).exists(), timeout=5)
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(20) == 0
+
+
+@pytest.mark.slow
+def test_no_change_is_lost_while_workers_start_stop_die_and_reconnect_at_random(manage):
+    """A writer streams changes while workers are started, stopped (SIGTERM), killed (SIGKILL)
+    and have their sessions terminated at random moments; then one worker runs to the end.
+    Every change is delivered exactly once, and none waited longer than the sweep interval plus
+    a margin once a worker was running steadily."""
+    rng = random.Random(20261202)
+    sweep = 1.0
+    writer = manage(
+        "stream_orders", "--count", "1500", "--objects", "30", "--rate", "150", "--tag", "wake"
+    )
+    workers: list = []
+    deadline = time.monotonic() + 40
+    while writer.poll() is None and time.monotonic() < deadline:
+        action = rng.choice(["start", "start", "stop", "kill", "terminate"])
+        alive = [w for w in workers if w.poll() is None]
+        if action == "start" or not alive:
+            workers.append(manage("listen", "--sweep-interval", str(sweep)))
+        elif action == "stop":
+            alive[0].send_signal(signal.SIGTERM)
+        elif action == "kill":
+            alive[-1].kill()
+        else:
+            with connection.cursor() as cursor:
+                # every other session: the workers' (they reconnect) and the writer's (it retries)
+                cursor.execute(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                    "WHERE datname = current_database() AND pid <> pg_backend_pid() "
+                    "AND backend_type = 'client backend'"
+                )
+        time.sleep(rng.uniform(0.1, 0.8))
+    assert writer.wait(60) == 0, writer.stderr_text()[-2000:]
+    for w in workers:
+        if w.poll() is None:
+            w.send_signal(signal.SIGTERM)
+    for w in workers:
+        w.wait(30)
+
+    # One worker to the end: leases of killed workers run out (10 s), then every change is in.
+    final = manage("listen", "--sweep-interval", str(sweep), env={"PSH_LEASE_SECONDS": "2"})
+    with connection.cursor() as cursor:
+
+        def complete() -> bool:
+            report = report_for_orders(cursor, "wake")
+            return report["sent"] >= 1500 and report["lost"] == 0
+
+        wait_for(complete, timeout=60, interval=0.5)
+        report = report_for_orders(cursor, "wake")
+    assert report["duplicated"] == 0, report
+
+    # Steady state: with the final worker running, a new change's wait is bounded by the sweep.
+    from testproject.shop.models import ReceivedEvent
+
+    lags = []
+    for i in range(20):
+        order = OrderFactory(status=f"steady {i}")
+        started = time.monotonic()
+        wait_for(lambda o=order: ReceivedEvent.objects.filter(object_id=str(o.pk)).exists())
+        lags.append(time.monotonic() - started)
+        time.sleep(rng.uniform(0.0, 0.7))  # land in every phase: awake, lingering, asleep
+    assert max(lags) <= sweep + 1.0, lags
+    final.send_signal(signal.SIGTERM)
+    assert final.wait(20) == 0
