@@ -16,6 +16,8 @@ from importlib import resources
 from typing import Any
 
 from django.db import connections, models
+from django.db.models import Exists, OuterRef
+from django.db.models.functions import Now
 
 from ._rows import fetch_instances
 from .models import Notification, State
@@ -240,3 +242,81 @@ def pending_by_migration(using: str) -> list[tuple[Any, ...]]:
     """``(listen_name, migration id, app, name, count, oldest)`` of the pending notifications."""
     with _execute(using, "pending_by_migration", {}) as cursor:
         return list(cursor.fetchall())
+
+
+# Reads for the admin and its dashboard (monitoring.py, dashboard.py, admin.py).
+
+
+def overview(blocking: Sequence[str], using: str) -> list[tuple[Any, ...]]:
+    """``(listen_name, pending, in flight, waiting for retry, parked, oldest pending created_at,
+    held back)`` per listen name; held back on the channels ``blocking``."""
+    with _execute(using, "queue_overview", {"blocking": list(blocking)}) as cursor:
+        return [
+            (name, int(p), int(f), int(w), int(k), oldest, int(h))
+            for name, p, f, w, k, oldest, h in cursor.fetchall()
+        ]
+
+
+def held_back_of(
+    ids: Sequence[int], blocking: Sequence[str], using: str
+) -> list[tuple[int, int, str]]:
+    """``(id, first earlier parked id, object_id)`` of those of ``ids`` that are held back."""
+    if not ids:
+        return []
+    params = {"ids": list(ids), "blocking": list(blocking)}
+    with _execute(using, "held_back_of", params) as cursor:
+        return [(int(i), int(p), str(o)) for i, p, o in cursor.fetchall()]
+
+
+def held_back_by_parked(
+    blocking: Sequence[str], limit: int, using: str
+) -> list[tuple[str, int, str, int]]:
+    """``(listen_name, parked id, object_id, pending held back behind it)``, the most first."""
+    params = {"blocking": list(blocking), "limit": limit}
+    with _execute(using, "held_back_by_parked", params) as cursor:
+        return [(str(n), int(p), str(o), int(c)) for n, p, o, c in cursor.fetchall()]
+
+
+def held_back_counts(blocking: Sequence[str], using: str) -> dict[str, int]:
+    """Pending notifications held back on the channels ``blocking``, per listen name."""
+    with _execute(using, "held_back_counts", {"blocking": list(blocking)}) as cursor:
+        return {str(name): int(count) for name, count in cursor.fetchall()}
+
+
+def parked_errors(limit: int, using: str) -> list[tuple[str, str, int, int]]:
+    """``(listen_name, first line of the error, count, latest id)``, the most frequent first."""
+    with _execute(using, "parked_errors", {"limit": limit}) as cursor:
+        return [(str(n), str(m), int(c), int(i)) for n, m, c, i in cursor.fetchall()]
+
+
+def in_flight(queryset: models.QuerySet[Notification]) -> models.QuerySet[Notification]:
+    """The pending notifications of ``queryset`` a worker holds right now (leased)."""
+    leased: models.QuerySet[Notification] = queryset.filter(
+        state=State.PENDING, leased_until__isnull=False
+    )
+    return leased
+
+
+def waiting_for_retry(queryset: models.QuerySet[Notification]) -> models.QuerySet[Notification]:
+    """The pending notifications of ``queryset`` that failed before and are due later."""
+    waiting: models.QuerySet[Notification] = queryset.filter(
+        state=State.PENDING, leased_until__isnull=True, attempts__gt=0, available_at__gt=Now()
+    )
+    return waiting
+
+
+def held_back(
+    queryset: models.QuerySet[Notification], blocking: Sequence[str]
+) -> models.QuerySet[Notification]:
+    """The pending notifications of ``queryset`` behind an earlier parked notification of their
+    object, on the channels ``blocking`` (whose parked notifications block their object)."""
+    earlier_parked = Notification.objects.filter(
+        listen_name=OuterRef("listen_name"),
+        object_id=OuterRef("object_id"),
+        id__lt=OuterRef("id"),
+        state=State.PARKED,
+    )
+    held: models.QuerySet[Notification] = queryset.filter(
+        state=State.PENDING, listen_name__in=list(blocking)
+    ).filter(Exists(earlier_parked))
+    return held

@@ -142,3 +142,96 @@ FROM (
 ) n
 LEFT JOIN django_migrations m ON m.id = n.migration_id_at_change
 ORDER BY n.listen_name, m.id NULLS FIRST
+
+-- queue_overview --
+-- Per listen name, for the admin dashboard: pending, in flight (leased to a worker), waiting for
+-- retry (failed before, due later, not leased), parked, the oldest pending one's time, and held
+-- back (pending behind an earlier parked notification of their object, on the channels
+-- %(blocking)s whose parked notifications block their object). Two grouped scans.
+WITH counts AS (
+    SELECT listen_name,
+           count(*) FILTER (WHERE state = 'pending') AS pending,
+           count(*) FILTER (WHERE state = 'pending' AND leased_until IS NOT NULL) AS in_flight,
+           count(*) FILTER (
+               WHERE state = 'pending' AND leased_until IS NULL AND attempts > 0
+                 AND available_at > now()
+           ) AS waiting,
+           count(*) FILTER (WHERE state = 'parked') AS parked,
+           min(created_at) FILTER (WHERE state = 'pending') AS oldest_pending
+    FROM pgpubsub_simplehistory_notification
+    GROUP BY listen_name
+), first_parked AS (
+    SELECT listen_name, object_id, min(id) AS first_id
+    FROM pgpubsub_simplehistory_notification
+    WHERE state = 'parked' AND listen_name = ANY(%(blocking)s)
+    GROUP BY listen_name, object_id
+), held AS (
+    SELECT n.listen_name, count(*) AS held_back
+    FROM first_parked p
+    JOIN pgpubsub_simplehistory_notification n
+      ON n.listen_name = p.listen_name AND n.object_id = p.object_id AND n.id > p.first_id
+    WHERE n.state = 'pending'
+    GROUP BY n.listen_name
+)
+SELECT c.listen_name, c.pending, c.in_flight, c.waiting, c.parked, c.oldest_pending,
+       coalesce(h.held_back, 0)
+FROM counts c LEFT JOIN held h USING (listen_name)
+ORDER BY c.listen_name
+
+-- held_back_of --
+-- Of the pending notifications %(ids)s, those held back on the channels %(blocking)s: with the
+-- first earlier parked notification of their object (the one to retry or purge first). One
+-- probe of the per-object index each.
+SELECT n.id, p.id, n.object_id
+FROM pgpubsub_simplehistory_notification n
+CROSS JOIN LATERAL (
+    SELECT e.id FROM pgpubsub_simplehistory_notification e
+    WHERE e.listen_name = n.listen_name AND e.object_id = n.object_id AND e.id < n.id
+      AND e.state = 'parked'
+    ORDER BY e.id
+    LIMIT 1
+) p
+WHERE n.id = ANY(%(ids)s) AND n.state = 'pending' AND n.listen_name = ANY(%(blocking)s)
+
+-- held_back_by_parked --
+-- The parked notifications that hold back pending ones (channels %(blocking)s): per object its
+-- first parked notification and how many pending ones wait behind it, the most first.
+SELECT p.listen_name, p.first_id, p.object_id, count(*) AS held_back
+FROM (
+    SELECT listen_name, object_id, min(id) AS first_id
+    FROM pgpubsub_simplehistory_notification
+    WHERE state = 'parked' AND listen_name = ANY(%(blocking)s)
+    GROUP BY listen_name, object_id
+) p
+JOIN pgpubsub_simplehistory_notification n
+  ON n.listen_name = p.listen_name AND n.object_id = p.object_id AND n.id > p.first_id
+WHERE n.state = 'pending'
+GROUP BY p.listen_name, p.first_id, p.object_id
+ORDER BY held_back DESC, p.first_id
+LIMIT %(limit)s
+
+-- parked_errors --
+-- Parked notifications per listen name and message (the first line of the last error, at most
+-- 200 characters), the most frequent first, with the latest one's id.
+SELECT listen_name, left(split_part(last_error, E'\n', 1), 200) AS message, count(*),
+       max(id)
+FROM pgpubsub_simplehistory_notification
+WHERE state = 'parked'
+GROUP BY listen_name, message
+ORDER BY count(*) DESC, message, listen_name
+LIMIT %(limit)s
+
+-- held_back_counts --
+-- Per listen name (of the channels %(blocking)s), the pending notifications behind an earlier
+-- parked notification of their object. One scan for the parked rows, then index probes.
+SELECT n.listen_name, count(*)
+FROM (
+    SELECT listen_name, object_id, min(id) AS first_id
+    FROM pgpubsub_simplehistory_notification
+    WHERE state = 'parked' AND listen_name = ANY(%(blocking)s)
+    GROUP BY listen_name, object_id
+) p
+JOIN pgpubsub_simplehistory_notification n
+  ON n.listen_name = p.listen_name AND n.object_id = p.object_id AND n.id > p.first_id
+WHERE n.state = 'pending'
+GROUP BY n.listen_name

@@ -12,7 +12,7 @@ from pgpubsub_simplehistory.management._options import (
     add_database_argument,
     check_database,
 )
-from pgpubsub_simplehistory.monitoring import check_health
+from pgpubsub_simplehistory.monitoring import check_health, held_back_by_channel
 
 
 class Command(DatabaseCommand):
@@ -60,6 +60,7 @@ class Command(DatabaseCommand):
             max_queue_usage=options["max_queue_usage"],
             using=options["database"],
         )
+        held = {h.channel: h for h in held_back_by_channel(options["database"]).values()}
         if options["json"]:
             self.stdout.write(
                 json.dumps(
@@ -72,6 +73,11 @@ class Command(DatabaseCommand):
                                 "pending": c.pending,
                                 "parked": c.parked,
                                 "oldest_pending_age": c.oldest_pending_age,
+                                "held_back": held[c.channel].held_back if c.channel in held else 0,
+                                "held_back_by": [
+                                    {"parked_id": b.parked_id, "object_id": b.object_id}
+                                    for b in (held[c.channel].blockers if c.channel in held else [])
+                                ],
                             }
                             for c in health.channels
                         ],
@@ -83,9 +89,10 @@ class Command(DatabaseCommand):
         else:
             for c in health.channels:
                 age = f"{c.oldest_pending_age:.0f}s" if c.oldest_pending_age is not None else "-"
-                self.stdout.write(
-                    f"{c.channel}: pending {c.pending}, parked {c.parked}, oldest pending {age}"
-                )
+                line = f"{c.channel}: pending {c.pending}, parked {c.parked}, oldest pending {age}"
+                if c.channel in held:  # pending that no worker takes: say why
+                    line += f"; {held[c.channel]}"
+                self.stdout.write(line)
             self.stdout.write(f"NOTIFY queue usage: {health.notify_queue_usage:.6f}")
         if not health.ok:
             raise CommandError("; ".join(health.problems), returncode=1)

@@ -13,7 +13,7 @@ from pgpubsub_simplehistory.management._options import (
     add_database_argument,
     check_database,
 )
-from pgpubsub_simplehistory.monitoring import pending_notifications
+from pgpubsub_simplehistory.monitoring import held_back_by_channel, pending_notifications
 
 
 class Command(DatabaseCommand):
@@ -62,6 +62,9 @@ class Command(DatabaseCommand):
                 age = f"{(now - g.oldest).total_seconds():.0f}s" if g.oldest else "?"
                 migration = str(g.migration) if g.migration else "(unknown)"
                 self.stdout.write(f"{g.channel:<50} {g.count:>8}  {age:>10}  {migration}")
+            # Pending that no worker takes while a parked notification blocks their object.
+            for held in held_back_by_channel(options["database"]).values():
+                self.stdout.write(f"{held.channel}: {held}")
         total = sum(g.count for g in groups)
         if options["fail_if_pending"] and total:
             raise CommandError(f"{total} notification(s) pending")
