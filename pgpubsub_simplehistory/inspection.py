@@ -1,10 +1,19 @@
-"""What a stored notification resolves to, side by side with its previous record (for the admin)."""
+"""What a stored notification resolves to, side by side with its previous record (for the admin).
+
+The field values are the tracked object's data: the admin shows them only to a user who may
+view the tracked model (``may_see_values``); others get the record's ids, type and date.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from typing import Any
 
+from django.apps import apps
+from django.contrib.auth import get_permission_codename
+from django.db import models
+
+from . import registry
 from .exceptions import PgpubsubSimplehistoryError
 from .history_models import object_attname
 from .models import Notification
@@ -32,13 +41,59 @@ class Inspection:
     fields: list[FieldDiff] = field(default_factory=list)
     has_previous: bool = False
     exists_today: bool = False
+    #: The field values were left out: the user may not view the tracked model.
+    values_hidden: bool = False
+    #: ``app_label.ModelName`` of the tracked model (for the note when values are hidden).
+    model_label: str = ""
 
 
-def inspect_notification(notification: Notification) -> Inspection:
+#: The history types of django-simple-history, spelled out.
+HISTORY_TYPE_NAMES = {"+": "insert", "~": "update", "-": "delete"}
+
+
+def history_type_label(history_type: str) -> str:
+    """``update (~)``: a history type spelled out, with its symbol."""
+    name = HISTORY_TYPE_NAMES.get(history_type)
+    return f"{name} ({history_type})" if name else repr(history_type)
+
+
+def tracked_model_of(notification: Notification) -> type[models.Model] | None:
+    """Today's model of the changed object: its channel's, else the stored label's (None when
+    neither is known)."""
+    channel = registry.channel_by_listen_name(notification.listen_name)
+    if channel is not None:
+        try:
+            model: type[models.Model] = channel.tracked_model()
+        except PgpubsubSimplehistoryError:
+            pass
+        else:
+            return model
+    try:
+        return apps.get_model(notification.model)
+    except (LookupError, ValueError):
+        return None
+
+
+def may_see_values(user: Any, notification: Notification) -> bool:
+    """Whether ``user`` may see the tracked object's field values: the view or the change
+    permission on the tracked model (as its own admin pages require). False when the model is
+    unknown."""
+    model = tracked_model_of(notification)
+    if model is None:
+        return False
+    opts = model._meta
+    return any(
+        user.has_perm(f"{opts.app_label}.{get_permission_codename(action, opts)}")
+        for action in ("view", "change")
+    )
+
+
+def inspect_notification(notification: Notification, *, values: bool = True) -> Inspection:
     """Resolve ``notification`` under today's schema; never raises for unresolvable input.
 
     ``fields`` compares, for each concrete field of today's model, the previous historical record
     of the object, the notified record, and the live row (empty when it no longer exists).
+    With ``values=False`` only the record's ids, type and date are returned (``values_hidden``).
     """
     using = notification._state.db or "default"
     try:
@@ -47,6 +102,17 @@ def inspect_notification(notification: Notification) -> Inspection:
         return Inspection(error=str(exc))
     model = change.channel.tracked_model()
     record = change.history
+    if not values:
+        return Inspection(
+            history=[
+                ("history_id", record.pk),
+                ("history_type", history_type_label(record.history_type)),
+                ("history_date", record.history_date),
+                ("object_id", notification.object_id),
+            ],
+            values_hidden=True,
+            model_label=model._meta.label,
+        )
     if record.history_type == "~":  # resolve already loaded the previous record
         before, now = change.old, change.new
     else:
@@ -57,7 +123,7 @@ def inspect_notification(notification: Notification) -> Inspection:
     current = change.event.current()
     history = [
         ("history_id", record.pk),
-        ("history_type", record.history_type),
+        ("history_type", history_type_label(record.history_type)),
         ("history_date", record.history_date),
         ("history_user", getattr(record, "history_user_id", None)),
         ("history_change_reason", getattr(record, "history_change_reason", None)),
@@ -81,4 +147,5 @@ def inspect_notification(notification: Notification) -> Inspection:
         fields=diffs,
         has_previous=before is not None,
         exists_today=current is not None,
+        model_label=model._meta.label,
     )
