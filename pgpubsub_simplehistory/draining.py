@@ -312,20 +312,21 @@ _SESSION_ENDED = ("25P03", "57P01", "57P02", "57P03", "57P05")
 
 
 def _session_lost(exc: BaseException) -> bool:
-    """Whether ``exc`` (or what it wraps) says the database session is gone. Django may have
-    opened a new session already when the error reaches us, so the error is what tells."""
+    """Whether ``exc`` (or the driver error it wraps) says the database session is gone. Django
+    may have opened a new session already when the error reaches us, so the error is what
+    tells: its SQLSTATE (psycopg 3 reports the server's reason, as IdleInTransactionSession-
+    Timeout, AdminShutdown...), or for psycopg2 an OperationalError without one ("server
+    closed the connection unexpectedly")."""
     for error in (exc, exc.__cause__):
-        if not isinstance(error, (DatabaseError, InterfaceError)) and type(error).__name__ not in (
-            "OperationalError",
-            "InterfaceError",
-        ):
+        if error is None:
             continue
-        if type(error).__name__ == "InterfaceError":
-            return True
         code = getattr(error, "pgcode", None) or getattr(error, "sqlstate", None)
-        if type(error).__name__ == "OperationalError" and code is None:
-            return True  # "server closed the connection unexpectedly", "connection lost"
         if code is not None and (code in _SESSION_ENDED or str(code).startswith("08")):
+            return True
+        name = type(error).__name__
+        if name == "InterfaceError" or (name == "OperationalError" and code is None):
+            if isinstance(error, DatabaseError | InterfaceError) and error.__cause__ is not None:
+                continue  # Django's wrapper: the driver's error decides
             return True
     return False
 
