@@ -414,8 +414,12 @@ class NotificationAdmin(_ModelAdmin):
 
     @admin.display(description="created")
     def created(self, obj: Notification) -> SafeString:
+        day, time = _time(obj.created_at).split(" ")
         return format_html(
-            '<span title="{} ago">{}</span>', timesince(obj.created_at), _time(obj.created_at)
+            '<span title="{} ago">{}<span class="psh-time"> {}</span></span>',
+            timesince(obj.created_at),
+            day,
+            time,
         )
 
     @admin.display(description="available at")

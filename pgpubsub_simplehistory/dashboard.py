@@ -72,6 +72,8 @@ class Bar:
 class Tick:
     position: float
     label: str
+    #: SVG ``text-anchor``: the first and last time labels stay inside the chart.
+    anchor: str = "end"
 
 
 @dataclass(frozen=True)
@@ -346,14 +348,11 @@ def chart(minutes: list[datetime.datetime], tallies: list[Tally], width: int = 7
         )
     ]
     time_ticks = []
-    for index in (0, len(minutes) // 2, len(minutes) - 1):
+    for index, anchor in ((0, "start"), (len(minutes) // 2, "middle"), (len(minutes) - 1, "end")):
         if 0 <= index < len(minutes):
-            time_ticks.append(
-                Tick(
-                    round(_LEFT + index * slot + slot / 2, 2),
-                    f"{timezone.localtime(minutes[index]):%H:%M}",
-                )
-            )
+            x = _LEFT + index * slot + {"start": 0.0, "middle": slot / 2, "end": slot}[anchor]
+            label = f"{timezone.localtime(minutes[index]):%H:%M}"
+            time_ticks.append(Tick(round(x, 2), label, anchor))
     return Chart(
         width=width,
         height=height,
