@@ -24,15 +24,7 @@ if TYPE_CHECKING:  # for type checkers; tests/test_api.py checks it lists __all_
         PgpubsubSimplehistoryError,
         UnknownModel,
     )
-    from .listening import Worker
-    from .logs import JsonFormatter
-    from .operations import BackfillHistory
-    from .registry import Subscription
-    from .replaying import ReplayError, ReplayResult, replay
-    from .resolution import ResolvedChange, resolve, resolve_record
-    from .settlement import RetryPolicy
-    from .signals import notification_failed, notification_parked, notification_processed
-    from .subscriptions import (
+    from .listeners import (
         post_delete_listener,
         post_insert_listener,
         post_save_listener,
@@ -40,6 +32,14 @@ if TYPE_CHECKING:  # for type checkers; tests/test_api.py checks it lists __all_
         subscribe,
         unsubscribe,
     )
+    from .listening import Worker
+    from .logs import JsonFormatter
+    from .operations import BackfillHistory
+    from .registry import Listener
+    from .replaying import ReplayError, ReplayResult, replay
+    from .resolution import ResolvedChange, resolve, resolve_record
+    from .settlement import RetryPolicy
+    from .signals import notification_failed, notification_parked, notification_processed
     from .tracking import HistoricalRecords, register
 
 __all__ = [
@@ -50,6 +50,7 @@ __all__ = [
     "HistoryTriggerChannel",
     "InvalidPayload",
     "JsonFormatter",
+    "Listener",
     "MigrationRef",
     "MissingHistoryRecord",
     "PgpubsubSimplehistoryError",
@@ -57,7 +58,6 @@ __all__ = [
     "ReplayResult",
     "ResolvedChange",
     "RetryPolicy",
-    "Subscription",
     "TransactionLeftAborted",
     "UnknownModel",
     "Worker",
@@ -90,7 +90,7 @@ _MODULES = (
     "resolution",
     "settlement",
     "signals",
-    "subscriptions",
+    "listeners",
     "tracking",
 )
 

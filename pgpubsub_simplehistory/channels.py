@@ -101,8 +101,8 @@ class HistoryTriggerChannel(TriggerChannel):  # type: ignore[misc]
             ) from None
 
     @classmethod
-    def subscriptions(cls) -> list[registry.Subscription]:
-        return registry.subscriptions_of(cls)
+    def listeners(cls) -> list[registry.Listener]:
+        return registry.listeners_of(cls)
 
     @classmethod
     def build_from_payload(cls, notification_payload: Any, callbacks: Any) -> Any:

@@ -12,7 +12,7 @@
 ``pgpubsub_simplehistory.E005``       django-pgpubsub's decorator used on a history channel
 ``pgpubsub_simplehistory.E006``       history routed to another database than its model (a change
                                       and its history cannot commit together)
-``pgpubsub_simplehistory.E007``       a subscription that cannot work (unknown channel, not a
+``pgpubsub_simplehistory.E007``       a listener that cannot work (unknown channel, not a
                                       history channel, a listener argument never passed)
 ``pgpubsub_simplehistory.E008``       a listener subscribes to history types its channel does
                                       not publish (``history_types``)
@@ -159,12 +159,12 @@ def _check_pgpubsub_decorators(channel: type[Any]) -> list[CheckMessage]:
 def _check_history_types(channel: type[Any]) -> list[CheckMessage]:
     published = set(channel.history_types)
     errors: list[CheckMessage] = []
-    for subscription in channel.subscriptions():
-        missing = sorted(subscription.history_types - published)
+    for listener in channel.listeners():
+        missing = sorted(listener.history_types - published)
         if missing:
             errors.append(
                 Error(
-                    f"listener {subscription.name} subscribes to history type(s) "
+                    f"listener {listener.name} subscribes to history type(s) "
                     f"{' '.join(missing)} of {channel.name()}, whose trigger publishes only "
                     f"{' '.join(sorted(published))}",
                     hint=f"Add them to {channel.__qualname__}.history_types (then run "

@@ -13,26 +13,26 @@ from typing import Any
 
 from asgiref.sync import async_to_sync
 
-from .registry import Subscription
+from .registry import Listener
 from .resolution import ResolvedChange
 
 
-def dispatch(change: ResolvedChange, subscriptions: Sequence[Subscription] | None = None) -> int:
-    """Call each subscription (default: every one of the channel's) that accepts the change's
+def dispatch(change: ResolvedChange, listeners: Sequence[Listener] | None = None) -> int:
+    """Call each listener (default: every one of the channel's) that accepts the change's
     history type, with the keyword arguments it declares. Returns how many were called."""
     called = 0
     history_type = change.event.history_type
-    for subscription in change.channel.subscriptions() if subscriptions is None else subscriptions:
-        if subscription.accepts(history_type):
-            call(subscription, change)
+    for listener in change.channel.listeners() if listeners is None else listeners:
+        if listener.accepts(history_type):
+            call(listener, change)
             called += 1
     return called
 
 
-def call(subscription: Subscription, change: ResolvedChange) -> Any:
+def call(listener: Listener, change: ResolvedChange) -> Any:
     """Call one listener with the arguments it declares; await it when it is a coroutine."""
-    kwargs = {name: getattr(change, name) for name in subscription.arguments}
-    result = subscription.callback(**kwargs)
+    kwargs = {name: getattr(change, name) for name in listener.arguments}
+    result = listener.callback(**kwargs)
     if inspect.isawaitable(result):
         result = async_to_sync(_await)(result)
     return result

@@ -63,7 +63,7 @@ class Notify:
 def select_channels(names: Sequence[str | type[Any]] | None = None) -> list[type[Any]]:
     """The channels with subscribed listeners to serve: all of them, or those named (and their
     subclasses). History channels first, then django-pgpubsub's own."""
-    available = [*registry.subscribed_channels(), *_pgpubsub.plain_channels()]
+    available = [*registry.channels_with_listeners(), *_pgpubsub.plain_channels()]
     if not names:
         chosen = available
     else:

@@ -1,9 +1,9 @@
-"""The registry of history channels, their subscriptions and their triggers.
+"""The registry of history channels, their listeners and their triggers.
 
 A leaf: it imports nothing else from this package, and every other module reads channels and
-subscriptions from here. A channel is registered when its class is declared (``channels.py``),
-its trigger at the same time, and a subscription when a listener function is subscribed
-(``subscriptions.py``). A channel is known by its *class path* (``shop.channels.OrderChannel``)
+listeners from here. A channel is registered when its class is declared (``channels.py``),
+its trigger at the same time, and a listener when a function is subscribed
+(``listeners.py``). A channel is known by its *class path* (``shop.channels.OrderChannel``)
 and by its *listen name* (the Postgres channel, ``pgpubsub_1a2b3``).
 """
 
@@ -22,7 +22,7 @@ HISTORY_TYPES = ("+", "~", "-")
 
 
 @dataclass(frozen=True)
-class Subscription:
+class Listener:
     """One listener function subscribed to one history channel for some history types.
 
     Attributes:
@@ -47,9 +47,9 @@ class Subscription:
 
 
 _channels: dict[str, type[Any]] = {}  # by listen name, in declaration order
-_subscriptions: dict[type[Any], list[Subscription]] = {}
+_listeners: dict[type[Any], list[Listener]] = {}
 _triggers: dict[type[Any], Any] = {}
-_problems: list[str] = []  # subscriptions that could not be made (reported by the checks)
+_problems: list[str] = []  # listeners that could not be made (reported by the checks)
 
 
 def add_channel(channel: type[Any]) -> None:
@@ -58,10 +58,10 @@ def add_channel(channel: type[Any]) -> None:
 
 
 def remove_channel(channel: type[Any]) -> None:
-    """Forget a channel, its subscriptions and its trigger (tests, plugins)."""
+    """Forget a channel, its listeners and its trigger (tests, plugins)."""
     if _channels.get(channel.listen_safe_name()) is channel:
         del _channels[channel.listen_safe_name()]
-    _subscriptions.pop(channel, None)
+    _listeners.pop(channel, None)
     _triggers.pop(channel, None)
 
 
@@ -70,9 +70,9 @@ def channels() -> list[type[Any]]:
     return list(_channels.values())
 
 
-def subscribed_channels() -> list[type[Any]]:
-    """The declared history channels with at least one subscription in this process."""
-    return [channel for channel in _channels.values() if _subscriptions.get(channel)]
+def channels_with_listeners() -> list[type[Any]]:
+    """The declared history channels with at least one listener in this process."""
+    return [channel for channel in _channels.values() if _listeners.get(channel)]
 
 
 def channel_by_listen_name(name: str) -> type[Any] | None:
@@ -84,26 +84,22 @@ def channel_by_path(path: str) -> type[Any] | None:
     return next((c for c in _channels.values() if f"{c.__module__}.{c.__qualname__}" == path), None)
 
 
-def add_subscription(subscription: Subscription) -> Subscription:
-    """Register ``subscription``; the same callback for the same types is registered once."""
-    existing = _subscriptions.setdefault(subscription.channel, [])
+def add_listener(listener: Listener) -> Listener:
+    """Register ``listener``; the same callback for the same types is registered once."""
+    existing = _listeners.setdefault(listener.channel, [])
     for known in existing:
-        if known.callback is subscription.callback and (
-            known.history_types == subscription.history_types
-        ):
+        if known.callback is listener.callback and (known.history_types == listener.history_types):
             return known
-    existing.append(subscription)
-    return subscription
+    existing.append(listener)
+    return listener
 
 
-def remove_subscriptions(channel: type[Any], callback: Callable[..., Any]) -> None:
-    _subscriptions[channel] = [
-        s for s in _subscriptions.get(channel, []) if s.callback is not callback
-    ]
+def remove_listeners(channel: type[Any], callback: Callable[..., Any]) -> None:
+    _listeners[channel] = [s for s in _listeners.get(channel, []) if s.callback is not callback]
 
 
-def subscriptions_of(channel: type[Any]) -> list[Subscription]:
-    return list(_subscriptions.get(channel, ()))
+def listeners_of(channel: type[Any]) -> list[Listener]:
+    return list(_listeners.get(channel, ()))
 
 
 def add_problem(message: str) -> None:
@@ -128,7 +124,7 @@ def trigger_of(channel: type[Any]) -> Any | None:
 @contextmanager
 def isolated() -> Iterator[None]:
     """Restore the registry as it was on exit (tests that declare channels of their own)."""
-    saved = dict(_channels), {k: list(v) for k, v in _subscriptions.items()}, dict(_triggers)
+    saved = dict(_channels), {k: list(v) for k, v in _listeners.items()}, dict(_triggers)
     saved_problems = list(_problems)
     try:
         yield
@@ -136,7 +132,7 @@ def isolated() -> Iterator[None]:
         _problems[:] = saved_problems
         _channels.clear()
         _channels.update(saved[0])
-        _subscriptions.clear()
-        _subscriptions.update(saved[1])
+        _listeners.clear()
+        _listeners.update(saved[1])
         _triggers.clear()
         _triggers.update(saved[2])

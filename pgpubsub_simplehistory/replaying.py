@@ -32,7 +32,7 @@ from .exceptions import PgpubsubSimplehistoryError
 from .history_models import history_model_of, object_attname
 from .models import Notification
 from .records import history_order, load_records
-from .registry import HISTORY_TYPES, Subscription
+from .registry import HISTORY_TYPES, Listener
 from .resolution import resolve_record, resolve_stored
 from .settlement import logger
 
@@ -52,7 +52,7 @@ class ReplayItem:
     history_type: str
     history_date: datetime.datetime
     object_id: Any
-    subscriptions: tuple[Subscription, ...]
+    listeners: tuple[Listener, ...]
 
 
 @dataclass
@@ -78,7 +78,7 @@ class ReplayPlan:
 
     model: type[models.Model]
     history_model: type[models.Model]
-    subscriptions: tuple[Subscription, ...]
+    listeners: tuple[Listener, ...]
     queryset: models.QuerySet[Any]
     using: str
 
@@ -108,19 +108,19 @@ class ReplayPlan:
             else {}
         )
         contexts = queue.contexts(
-            sorted({s.channel.listen_safe_name() for s in self.subscriptions}),
+            sorted({s.channel.listen_safe_name() for s in self.listeners}),
             str(self.history_model._meta.label),
             [r.pk for r in records],
             self.using,
         )
         for record in records:
-            subs = tuple(s for s in self.subscriptions if s.accepts(record.history_type))
+            subs = tuple(s for s in self.listeners if s.accepts(record.history_type))
             item = ReplayItem(
                 history_id=record.pk,
                 history_type=record.history_type,
                 history_date=record.history_date,
                 object_id=getattr(record, attname),
-                subscriptions=subs,
+                listeners=subs,
             )
             yield record, previous.get(record.pk), contexts.get(str(record.pk), {}), item
 
@@ -141,7 +141,7 @@ def plan_replay(
     """Validate a replay request. Raises :class:`ReplayError` naming what is wrong."""
     model_cls = _model(model)
     history_model = _history_model(model_cls)
-    subscriptions = _subscriptions(model_cls, channel, listener)
+    listeners = _listeners(model_cls, channel, listener)
     if not (history_ids or since or until or object_ids or history_types or select_all):
         raise ReplayError(
             "nothing selected: give history ids, --since/--until, --object, --type or --all"
@@ -194,7 +194,7 @@ def plan_replay(
             queryset, _datetime(until, "--until", end=True), pk.name, order
         )
     queryset = queryset.order_by(*order)
-    return ReplayPlan(model_cls, history_model, subscriptions, queryset, using)
+    return ReplayPlan(model_cls, history_model, listeners, queryset, using)
 
 
 def _from_first_at_or_after(
@@ -258,7 +258,7 @@ def run_plan(
     for record, previous, context, item in plan.items():
         if dry_run:
             outcome = "dry-run"
-        elif not item.subscriptions:
+        elif not item.listeners:
             result.skipped += 1
             outcome = "skipped"
         else:
@@ -279,12 +279,12 @@ def _replay_one(
     timeline: MigrationTimeline,
     result: ReplayResult,
 ) -> str:
-    by_channel: dict[type[Any], list[Subscription]] = {}
-    for subscription in item.subscriptions:
-        by_channel.setdefault(subscription.channel, []).append(subscription)
+    by_channel: dict[type[Any], list[Listener]] = {}
+    for listener in item.listeners:
+        by_channel.setdefault(listener.channel, []).append(listener)
     try:
         with transaction.atomic(using=plan.using):
-            for channel, subscriptions in by_channel.items():
+            for channel, listeners in by_channel.items():
                 change = resolve_record(
                     channel,
                     record,
@@ -294,7 +294,7 @@ def _replay_one(
                     replayed=True,
                     previous=previous,
                 )
-                dispatch(change, subscriptions)
+                dispatch(change, listeners)
     except Exception as exc:
         logger.exception(
             "replay of %s history_id=%s failed", plan.history_model._meta.label, item.history_id
@@ -333,12 +333,12 @@ def _history_model(model: type[models.Model]) -> type[models.Model]:
         raise ReplayError(f"{model._meta.label} has no history (HistoricalRecords)") from None
 
 
-def _subscriptions(
+def _listeners(
     model: type[models.Model],
     channel: str | type[Any] | None,
     listener: str | Callable[..., Any] | None,
-) -> tuple[Subscription, ...]:
-    channels = [c for c in registry.subscribed_channels() if c.model is model]
+) -> tuple[Listener, ...]:
+    channels = [c for c in registry.channels_with_listeners() if c.model is model]
     if channel is not None:
         wanted = locate(channel)
         if wanted is None:
@@ -351,15 +351,15 @@ def _subscriptions(
         channels = [wanted]
     if not channels:
         raise ReplayError(f"no history channel with listeners publishes {model._meta.label}")
-    subscriptions = [s for c in channels for s in c.subscriptions()]
+    listeners = [s for c in channels for s in c.listeners()]
     if listener is not None:
         name = listener if isinstance(listener, str) else _dotted(listener)
-        subscriptions = [s for s in subscriptions if s.name == name]
-        if not subscriptions:
+        listeners = [s for s in listeners if s.name == name]
+        if not listeners:
             raise ReplayError(
                 f"listener {name} is not subscribed to a channel of {model._meta.label}"
             )
-    return tuple(subscriptions)
+    return tuple(listeners)
 
 
 def _dotted(func: Callable[..., Any]) -> str:

@@ -32,7 +32,7 @@ KINDS = {
     "ReplayResult": "class",
     "ResolvedChange": "class",
     "RetryPolicy": "class",
-    "Subscription": "class",
+    "Listener": "class",
     "TransactionLeftAborted": "exception",
     "UnknownModel": "exception",
     "Worker": "class",
@@ -78,7 +78,7 @@ def test_every_exported_name_is_the_documented_kind_after_every_submodule_is_imp
     assert got == KINDS
     from pgpubsub_simplehistory import register, subscribe
 
-    assert inspect.isfunction(subscribe) and subscribe.__module__.endswith(".subscriptions")
+    assert inspect.isfunction(subscribe) and subscribe.__module__.endswith(".listeners")
     assert register.__module__.endswith(".tracking")  # not simple-history's or a check's
 
 

@@ -182,7 +182,7 @@ def test_excluded_fields_are_never_read_from_the_live_row(worker):
 
 def test_notification_context_reaches_the_event(worker):
     from pgpubsub_simplehistory import HistoryEvent, post_save_listener
-    from pgpubsub_simplehistory.subscriptions import unsubscribe
+    from pgpubsub_simplehistory.listeners import unsubscribe
 
     seen: list[HistoryEvent] = []
 

@@ -93,7 +93,7 @@ def test_listener_with_an_unknown_required_argument_is_a_check_error(isolated_re
         return None
 
     post_save_listener(OrderChannel)(bad)
-    assert bad not in [s.callback for s in OrderChannel.subscriptions()]
+    assert bad not in [s.callback for s in OrderChannel.listeners()]
     [error] = check_channels(None)
     assert error.id == "pgpubsub_simplehistory.E007"
     assert "requires argument 'order'" in error.msg

@@ -124,7 +124,7 @@ def test_foreign_key_kept_as_of_the_change_even_if_the_target_is_gone(worker):
 
     resolved = []
     from pgpubsub_simplehistory import post_save_listener
-    from pgpubsub_simplehistory.subscriptions import unsubscribe
+    from pgpubsub_simplehistory.listeners import unsubscribe
     from testproject.shop.channels import OrderChannel
 
     def capture(new):

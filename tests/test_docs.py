@@ -51,17 +51,17 @@ def test_listener_sample_of_breaking_migrations_page_runs(worker):
     code = next(c for c in BLOCK.findall(page) if "def on_widget" in c)
     scheduled: list[tuple[int, int]] = []
     namespace = {"schedule": lambda pk, priority: scheduled.append((pk, priority))}
-    from pgpubsub_simplehistory.registry import subscriptions_of
-    from pgpubsub_simplehistory.subscriptions import unsubscribe
+    from pgpubsub_simplehistory.listeners import unsubscribe
+    from pgpubsub_simplehistory.registry import listeners_of
     from testproject.evolving.channels import WidgetChannel
 
-    before = {s.callback for s in subscriptions_of(WidgetChannel)}
+    before = {s.callback for s in listeners_of(WidgetChannel)}
     try:
         exec(compile(code, "breaking-migrations.md", "exec"), namespace)
         widget = Widget.objects.create(name="docs", priority=5)
         worker.drain()
     finally:
-        for subscription in subscriptions_of(WidgetChannel):
+        for subscription in listeners_of(WidgetChannel):
             if subscription.callback not in before:
                 unsubscribe(WidgetChannel, subscription.callback)
     assert scheduled == [(widget.pk, 5)]

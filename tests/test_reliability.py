@@ -152,7 +152,7 @@ def swallowing_listener():
     from django.db import DatabaseError, connection
 
     from pgpubsub_simplehistory import post_save_listener
-    from pgpubsub_simplehistory.subscriptions import unsubscribe
+    from pgpubsub_simplehistory.listeners import unsubscribe
 
     def swallow(new):
         if new is not None and new.status == "swallow":

@@ -127,7 +127,7 @@ class Command(DatabaseCommand):
 
         def on_item(item: ReplayItem, outcome: str) -> None:
             if dry_run and verbosity > 0:
-                listeners = ", ".join(s.name for s in item.subscriptions) or "(no listener)"
+                listeners = ", ".join(s.name for s in item.listeners) or "(no listener)"
                 self.stdout.write(
                     f"would replay {plan.history_model._meta.label} {item.history_id} "
                     f"({item.history_type} object {item.object_id} at "

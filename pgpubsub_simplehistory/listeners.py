@@ -1,6 +1,6 @@
 """Subscribing listener functions to history channels: ``subscribe`` and the decorators.
 
-A subscription says which history types of a channel a function receives and which keyword
+A listener says which history types of a channel a function receives and which keyword
 arguments it declares. Subscribing never changes the channel's trigger (what is stored depends on
 the channel alone), and never raises at import time for a misdeclaration: the problem is kept in
 the registry and reported by ``manage.py check`` (``pgpubsub_simplehistory.E007``).
@@ -14,7 +14,7 @@ from typing import Any, TypeVar
 
 from . import registry
 from .channels import is_history_channel, locate
-from .registry import LISTENER_ARGUMENTS, Subscription
+from .registry import LISTENER_ARGUMENTS, Listener
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -23,12 +23,12 @@ def subscribe(
     channel: type[Any] | str,
     callback: Callable[..., Any],
     history_types: frozenset[str] | str,
-) -> Subscription | None:
+) -> Listener | None:
     """Subscribe ``callback`` to the history channel ``channel`` (a class or its class path)
     for the given history types (``'+'``, ``'~'``, ``'-'``).
 
     The decorators below call this; use it directly to subscribe a function you do not own.
-    Returns the subscription, or None when it cannot work: the reason is then reported by the
+    Returns the listener, or None when it cannot work: the reason is then reported by the
     system checks (``manage.py check``, and every ``manage.py listen`` on start).
     """
     types = frozenset(history_types)
@@ -51,19 +51,17 @@ def subscribe(
     if problem:
         registry.add_problem(problem)
         return None
-    return registry.add_subscription(
-        Subscription(
-            channel=channel_cls, callback=callback, history_types=types, arguments=arguments
-        )
+    return registry.add_listener(
+        Listener(channel=channel_cls, callback=callback, history_types=types, arguments=arguments)
     )
 
 
 def unsubscribe(channel: type[Any], callback: Callable[..., Any]) -> None:
-    """Remove every subscription of ``callback`` to ``channel`` (tests, plugins).
+    """Remove every listener of ``callback`` to ``channel`` (tests, plugins).
 
     The channel's trigger is unchanged: its changes are still stored.
     """
-    registry.remove_subscriptions(channel, callback)
+    registry.remove_listeners(channel, callback)
 
 
 def _dotted(obj: Any) -> str:
