@@ -33,6 +33,7 @@ from .channels import is_history_channel, locate
 from .dispatch import dispatch
 from .draining import Drained, Watchdog, drain, park_orphans, reap, worker_id
 from .exceptions import ChannelConfigurationError, PgpubsubSimplehistoryError
+from .monitoring import held_back_by_channel
 from .payload import HistoryPointer
 from .resolution import resolve
 from .settlement import Outcome, Settlement, announce, logger
@@ -311,17 +312,23 @@ class Worker:
             return
         self._next_summary = time.monotonic() + conf.summary_interval()
         summary = self.statistics.take_summary()
-        if not summary:
+        held = {
+            name: text
+            for name, text in held_back_by_channel(self.using).items()
+            if name in self._stored_names
+        }
+        if not summary and not held:
             return
         backlog = {
             name: (pending, parked)
             for name, pending, parked, *_ in queue.channel_counts(self.using)
         }
         for channel, tally in summary.items():
-            pending, parked = backlog.get(channel.listen_safe_name(), (0, 0))
+            name = channel.listen_safe_name()
+            pending, parked = backlog.get(name, (0, 0))
             logger.info(
                 "%s: %d processed, %d retried, %d parked, %d failed in the last %.0f s; %s; "
-                "%d pending, %d parked",
+                "%d pending, %d parked%s",
                 channel.name(),
                 tally.processed,
                 tally.retried,
@@ -331,7 +338,15 @@ class Worker:
                 lag_text(tally),
                 pending,
                 parked,
+                f" ({held.pop(name)})" if name in held else "",
                 extra={"channel": channel.name(), "outcome": "summary"},
+            )
+        for summary_of_held in held.values():  # nothing settled, yet changes wait
+            logger.warning(
+                "%s: %s: retry or purge the parked ones (manage.py parked)",
+                summary_of_held.channel,
+                summary_of_held,
+                extra={"channel": summary_of_held.channel, "outcome": "held back"},
             )
 
     def handle_notify(self, notify: Notify) -> Outcome:

@@ -164,3 +164,31 @@ def test_json_formatter_writes_one_object_with_the_fields():
     assert (line["channel"], line["history_id"], line["duration_ms"]) == ("app.Channel", "7", 1.5)
     assert "model" not in line
     assert line["time"].endswith("Z")
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_worker_log_says_what_is_held_back_behind_a_parked_notification(caplog):
+    from django.test import override_settings
+
+    from pgpubsub_simplehistory.models import Notification
+
+    from .conftest import DrainingWorker
+
+    order = OrderFactory(status="explode")
+    order.status = "later"
+    order.save()
+    first = Notification.objects.order_by("pk").first()
+    Notification.objects.filter(pk=first.pk).update(state="parked", last_error="boom")
+    with (
+        override_settings(PGPUBSUB_SIMPLEHISTORY_SUMMARY_INTERVAL=0),
+        caplog.at_level(logging.INFO, logger="pgpubsub_simplehistory"),
+    ):
+        worker = DrainingWorker(sweep_interval=3600)
+        worker.start()
+        try:
+            worker.process_available(timeout=0.1)
+        finally:
+            worker.close()
+    [line] = [r.getMessage() for r in caplog.records if "held back" in r.getMessage()]
+    assert f"1 held back by parked #{first.pk} (object {order.pk})" in line
+    assert OrderChannel.name() in line and "manage.py parked" in line
