@@ -9,9 +9,20 @@ import sys
 import time
 from pathlib import Path
 
-from . import drain, harness, live, pgbench, replay, targets, write_cost
+from . import (
+    drain,
+    harness,
+    isolation,
+    live,
+    many_listeners,
+    pgbench,
+    replay,
+    targets,
+    write_cost,
+    writers,
+)
 
-SUITES = ("write", "drain", "live", "pgbench", "replay")
+SUITES = ("write", "drain", "live", "pgbench", "replay", "isolation", "writers", "listeners")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -35,9 +46,16 @@ def main(argv: list[str] | None = None) -> int:
         results["write_cost"] = data
         reports.append(write_cost.report(data))
     if "drain" in args.only:
-        ks = [200, 1000] if q else [1_000, 10_000, 100_000]
+        ks = [200, 1000] if q else [1_000, 10_000, 100_000, 1_000_000]
         pks = [200] if q else [1_000, 10_000]
-        data2 = drain.run(ks, pks, cap_seconds=30 if q else 180)
+        data2 = drain.run(
+            ks,
+            pks,
+            cap_seconds=30 if q else 180,
+            small_repetitions=1 if q else 3,
+            sample=None if q else 50_000,
+            ours_cap_seconds=None if q else 150,
+        )
         results["drain"] = data2
         reports.append(drain.report(data2))
     if "live" in args.only:
@@ -59,6 +77,32 @@ def main(argv: list[str] | None = None) -> int:
         data5 = replay.run([500, 2000] if q else [2_000, 10_000])
         results["replay"] = data5
         reports.append(replay.report(data5))
+    if "isolation" in args.only:
+        data6 = isolation.run(
+            rate=200,
+            seconds=1 if q else 10,
+            k=300 if q else 5_000,
+            other=2_500 if q else 25_000,
+            retrying=500 if q else 5_000,
+            repetitions=1 if q else 3,
+        )
+        results["isolation"] = data6
+        reports.append(isolation.report(data6))
+    if "writers" in args.only:
+        data7 = writers.run(
+            clients=(1, 32),
+            seconds=1 if q else 10,
+            objects=1000,
+            processes=2 if q else 8,
+            django_seconds=1 if q else 10,
+            repetitions=1 if q else 3,
+        )
+        results["writers"] = data7
+        reports.append(writers.report(data7))
+    if "listeners" in args.only:
+        data8 = many_listeners.run(seconds=1 if q else 10, objects=1000, repetitions=1 if q else 3)
+        results["listeners"] = data8
+        reports.append(many_listeners.report(data8))
     results["targets"] = targets.evaluate(results)
     if results["targets"]:
         reports.append(targets.report(results["targets"]))

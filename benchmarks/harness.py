@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.metadata
 import importlib.util
+import math
 import os
 import platform
 import statistics
@@ -80,6 +81,9 @@ def environment() -> dict[str, Any]:
 
 
 def summary(values: list[float]) -> dict[str, float]:
+    """min, median, max (NaN for none: a run that failed shows as NaN, its target as not met)."""
+    if not values:
+        return {"min": math.nan, "median": math.nan, "max": math.nan}
     return {
         "min": min(values),
         "median": statistics.median(values),
@@ -90,6 +94,17 @@ def summary(values: list[float]) -> dict[str, float]:
 def ratios(a: list[float], b: list[float]) -> dict[str, float]:
     """Ratios a[i] / b[i] computed pair by pair (same repetition), summarised."""
     return summary([x / y for x, y in zip(a, b, strict=True)])
+
+
+def paired(rows: list[dict[str, Any]], key: str, field: str, a: str, b: str) -> dict[str, float]:
+    """Ratios of ``key`` between the rows whose ``field`` is ``a`` and those whose ``field`` is
+    ``b``, paired by ``repetition``, summarised (repetitions missing either are left out)."""
+    by_rep: dict[Any, dict[str, float]] = {}
+    for r in rows:
+        if key in r and r.get(field) in (a, b):
+            by_rep.setdefault(r["repetition"], {})[r[field]] = r[key]
+    pairs = [v for v in by_rep.values() if len(v) == 2 and v[b]]
+    return summary([v[a] / v[b] for v in pairs])
 
 
 def interleaved(

@@ -13,6 +13,7 @@ import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from typing import Any
 
 from .harness import ROOT, ratios, sql, summary, table
@@ -35,17 +36,25 @@ def _listeners(variant: str, processes: int) -> list[subprocess.Popen[bytes]]:
     else:
         argv = [sys.executable, "-m", "benchmarks.pgpubsub_listener"]
         procs = [subprocess.Popen(argv, env=env, cwd=ROOT) for _ in range(processes)]
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        connected = sql(
-            "SELECT count(DISTINCT client_port) FROM pg_stat_activity "
-            "WHERE datname = current_database() AND application_name = %s",
-            [APP_NAME],
-        )[0][0]
-        if connected >= processes:
-            break
-        time.sleep(0.2)
-    time.sleep(1.0)  # connected: give LISTEN and the start-up sweep a moment
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            connected = sql(
+                "SELECT count(DISTINCT client_port) FROM pg_stat_activity "
+                "WHERE datname = current_database() AND application_name = %s",
+                [APP_NAME],
+            )[0][0]
+            if connected >= processes:
+                break
+            if any(proc.poll() is not None for proc in procs):
+                # its scenario then records what it saw (nothing); the other scenarios go on
+                print(f"benchmarks: a {variant} listener exited on start", file=sys.stderr)
+                break
+            time.sleep(0.2)
+        time.sleep(1.0)  # connected: give LISTEN and the start-up sweep a moment
+    except BaseException:
+        _stop(procs)
+        raise
     return procs
 
 
@@ -141,9 +150,21 @@ _SQL_WRITER = """\\set id random({low}, {high})
 BEGIN;
 UPDATE {table} SET counter = counter + 1 WHERE id = :id;
 INSERT INTO {history} (id, name, counter, history_date, history_type)
-    SELECT id, name, counter, now(), '~' FROM {table} WHERE id = :id;
+    SELECT id, name, counter, {history_date}, '~' FROM {table} WHERE id = :id;
 END;
 """
+
+
+def sql_writer_script(model: Any, ids: list[int], history_date: str = "now()") -> str:
+    """pgbench script of a tracked save of one of ``ids``: UPDATE the row, INSERT its historical
+    record (``history_date`` is the SQL of its timestamp), in one transaction."""
+    return _SQL_WRITER.format(
+        low=min(ids),
+        high=max(ids),
+        table=model._meta.db_table,
+        history=model.history.model._meta.db_table,
+        history_date=history_date,
+    )
 
 
 def sql_writer_throughput(
@@ -160,9 +181,7 @@ def sql_writer_throughput(
     model = _fresh_objects(variant, "sqlw")
     ids = list(model.objects.values_list("pk", flat=True))
     history = model.history.model._meta.db_table
-    script = _SQL_WRITER.format(
-        low=min(ids), high=max(ids), table=model._meta.db_table, history=history
-    )
+    script = sql_writer_script(model, ids)
     procs = _listeners(variant, processes) if processes else []
     try:
         first = time.time()
@@ -184,8 +203,14 @@ def sql_writer_throughput(
     }
 
 
-def latency(variant: str, rate: float, seconds: float) -> dict[str, Any]:
+def latency(
+    variant: str, rate: float, seconds: float, prepare: Callable[[], None] | None = None
+) -> dict[str, Any]:
+    """Latency at ``rate`` changes/s for ``seconds``, one listener; ``prepare()`` runs on the
+    emptied queue before the listener starts (isolation.py stores other channels' backlog)."""
     _fresh_objects(variant, "lat")
+    if prepare is not None:
+        prepare()
     changes = int(rate * seconds)
     procs = _listeners(variant, 1)
     try:
