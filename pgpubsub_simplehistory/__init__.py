@@ -40,6 +40,7 @@ if TYPE_CHECKING:  # for type checkers; tests/test_api.py checks it lists __all_
     from .resolution import ResolvedChange, resolve, resolve_record
     from .settlement import RetryPolicy
     from .signals import notification_failed, notification_parked, notification_processed
+    from .subscriptions import HistorySubscription
     from .tracking import HistoricalRecords, register
 
 __all__ = [
@@ -47,6 +48,7 @@ __all__ = [
     "ChannelConfigurationError",
     "HistoricalRecords",
     "HistoryEvent",
+    "HistorySubscription",
     "HistoryTriggerChannel",
     "InvalidPayload",
     "JsonFormatter",
@@ -90,6 +92,7 @@ _MODULES = (
     "resolution",
     "settlement",
     "signals",
+    "subscriptions",
     "listeners",
     "tracking",
 )

@@ -25,9 +25,9 @@ def register(trigger: pgtrigger.Trigger, model: Any) -> None:
     trigger.register(model)
 
 
-def has_trigger(model: Any, name: str) -> bool:
-    """Whether a trigger named ``name`` is registered on ``model``."""
-    return any(m is model and t.name == name for m, t in pgtrigger.registered())
+def trigger_named(model: Any, name: str) -> Any | None:
+    """The trigger named ``name`` registered on ``model``, if any."""
+    return next((t for m, t in pgtrigger.registered() if m is model and t.name == name), None)
 
 
 def unregister(trigger: pgtrigger.Trigger, model: Any) -> None:

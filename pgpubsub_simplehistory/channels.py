@@ -63,11 +63,11 @@ class HistoryTriggerChannel(TriggerChannel):  # type: ignore[misc]
             return  # an abstract base channel: no model of its own
         registry.add_channel(cls)
         history_model = _history_model_or_none(cls.model)
-        if history_model is not None:
+        if history_model is not None and cls.__dict__.get("publishes", True):
             trigger = HistoryNotify(cls)
             _pgtrigger.register(trigger, history_model)
             registry.set_trigger(cls, trigger)
-            _order_history_of(cls.model, history_model)
+            order_history_of(cls.model, history_model)
 
     @classmethod
     def class_path(cls) -> str:
@@ -113,10 +113,17 @@ class HistoryTriggerChannel(TriggerChannel):  # type: ignore[misc]
         )
 
 
-def _order_history_of(model: type[models.Model], history_model: type[models.Model]) -> None:
-    """One ordering trigger per history table, whatever the number of its channels."""
-    if not _pgtrigger.has_trigger(history_model, HistoryOrder.name):
-        _pgtrigger.register(HistoryOrder(model), history_model)
+def order_history_of(
+    model: type[models.Model], history_model: type[models.Model], *, marked: bool = False
+) -> None:
+    """One ordering trigger per history table, whatever the number of its channels and
+    subscriptions: ``marked`` once a durable subscription follows the model."""
+    existing = _pgtrigger.trigger_named(history_model, HistoryOrder.name)
+    if existing is not None:
+        if existing.marked or not marked:
+            return
+        _pgtrigger.unregister(existing, history_model)
+    _pgtrigger.register(HistoryOrder(model, marked=marked), history_model)
 
 
 def _history_model_or_none(model: Any) -> type[models.Model] | None:

@@ -16,6 +16,8 @@
                                       history channel, a listener argument never passed)
 ``pgpubsub_simplehistory.E008``       a listener subscribes to history types its channel does
                                       not publish (``history_types``)
+``pgpubsub_simplehistory.E009``       a durable subscription follows a model whose history ids are
+                                      not numbered (UUIDs)
 ``pgpubsub_simplehistory.W001``       saves of a channel's model are not atomic with their history
                                       record (plain simple-history ``HistoricalRecords``)
 ``pgpubsub_simplehistory.W002``       a channel's trigger is not installed or outdated in the
@@ -36,7 +38,10 @@ from django.db import models, router
 
 from . import _pgpubsub, _pgtrigger, registry
 from .exceptions import ChannelConfigurationError
+from .history_models import numbered
+from .subscriptions import is_stream
 from .tracking import history_written_with_model, saves_are_atomic
+from .trigger import HistoryOrder, HistoryRemoval
 
 APP = "pgpubsub_simplehistory"
 
@@ -96,6 +101,18 @@ def check_channels(app_configs: Sequence[AppConfig] | None, **kwargs: Any) -> li
             continue
         errors.extend(_check_pgpubsub_decorators(channel))
         errors.extend(_check_history_types(channel))
+        if is_stream(channel) and not numbered(channel.history_model()):
+            errors.append(
+                Error(
+                    f"{channel.subscription.subscription_name()} follows {model._meta.label}, "
+                    "whose history ids are not numbered (UUIDs): a durable subscription moves "
+                    "along history ids, which must come from a sequence",
+                    hint="Follow it with a lockable channel instead, or give its history the "
+                    "default AutoField history_id.",
+                    obj=channel.subscription,
+                    id=f"{APP}.E009",
+                )
+            )
         errors.extend(_check_routing(channel, model))
         if not saves_are_atomic(model):
             errors.append(
@@ -243,13 +260,27 @@ def _uninstalled_triggers(
 ) -> Iterator[tuple[type[Any], Any, type[Any], str]]:
     """``(channel, trigger, history model, status)`` of each trigger not installed as defined."""
     for channel in channels:
-        trigger = registry.trigger_of(channel)
-        if trigger is None:
-            continue  # misdeclared: E001/E003 say why
-        history_model = channel.history_model()
-        status = _pgtrigger.installation_problem(trigger, history_model, alias)
-        if status is not None:
-            yield channel, trigger, history_model, status
+        triggers = [registry.trigger_of(channel)]
+        if is_stream(channel) and _history_model_or_none(channel) is not None:
+            history_model = channel.history_model()
+            triggers = [
+                _pgtrigger.trigger_named(history_model, name)
+                for name in (HistoryOrder.name, HistoryRemoval.name)
+            ]
+        for trigger in triggers:
+            if trigger is None:
+                continue  # misdeclared: E001/E003/E009 say why
+            history_model = channel.history_model()
+            status = _pgtrigger.installation_problem(trigger, history_model, alias)
+            if status is not None:
+                yield channel, trigger, history_model, status
+
+
+def _history_model_or_none(channel: type[Any]) -> type[Any] | None:
+    try:
+        return channel.history_model()  # type: ignore[no-any-return]
+    except ChannelConfigurationError:
+        return None
 
 
 def _trigger_problem(channel: type[Any], history_model: type[Any], status: str, alias: str) -> str:

@@ -61,3 +61,11 @@ def statistics() -> bool:
 
 def summary_interval() -> float:
     return float(_get("SUMMARY_INTERVAL", DEFAULT_SUMMARY_INTERVAL))
+
+
+#: Seconds between two looks of a worker for new history of its durable subscriptions.
+DEFAULT_SUBSCRIPTION_POLL = 0.1
+
+
+def subscription_poll() -> float:
+    return float(_get("SUBSCRIPTION_POLL", DEFAULT_SUBSCRIPTION_POLL))

@@ -15,6 +15,8 @@ from typing import Any, TypeVar
 from . import registry
 from .channels import is_history_channel, locate
 from .registry import LISTENER_ARGUMENTS, Listener
+from .subscriptions import HistorySubscription
+from .subscriptions import locate as locate_subscription
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -24,8 +26,9 @@ def subscribe(
     callback: Callable[..., Any],
     history_types: frozenset[str] | str,
 ) -> Listener | None:
-    """Subscribe ``callback`` to the history channel ``channel`` (a class or its class path)
-    for the given history types (``'+'``, ``'~'``, ``'-'``).
+    """Subscribe ``callback`` to the history channel ``channel`` (a class or its class path),
+    or to a durable subscription (a ``HistorySubscription`` class or its name), for the given
+    history types (``'+'``, ``'~'``, ``'-'``).
 
     The decorators below call this; use it directly to subscribe a function you do not own.
     Returns the listener, or None when it cannot work: the reason is then reported by the
@@ -33,6 +36,10 @@ def subscribe(
     """
     types = frozenset(history_types)
     where = f"listener {_dotted(callback)}"
+    durable = channel if isinstance(channel, type) else locate_subscription(channel)
+    if isinstance(durable, type) and issubclass(durable, HistorySubscription):
+        made = [subscribe(stream, callback, types) for stream in durable.streams()]
+        return made[0] if made and all(made) else None
     channel_cls = locate(channel)
     if channel_cls is None:
         registry.add_problem(f"{where} subscribes to channel {channel!r}, which does not exist")
@@ -61,6 +68,10 @@ def unsubscribe(channel: type[Any], callback: Callable[..., Any]) -> None:
 
     The channel's trigger is unchanged: its changes are still stored.
     """
+    if issubclass(channel, HistorySubscription):
+        for stream in channel.streams():
+            registry.remove_listeners(stream, callback)
+        return
     registry.remove_listeners(channel, callback)
 
 

@@ -38,6 +38,8 @@ from .payload import HistoryPointer
 from .resolution import resolve
 from .settlement import Outcome, Settlement, announce, logger
 from .statistics import Statistics, lag_text
+from .subscriptions import Followed, Follower, HistorySubscription, is_stream
+from .subscriptions import locate as locate_subscription
 
 #: A drain returns to the LISTEN loop after this many seconds (other channels' NOTIFYs wait).
 DRAIN_SECONDS = 1.0
@@ -68,12 +70,16 @@ def select_channels(names: Sequence[str | type[Any]] | None = None) -> list[type
     if not names:
         chosen = available
     else:
-        wanted = []
+        wanted: list[type[Any]] = []
         for name in names:
+            subscription = locate_subscription(name) if isinstance(name, str) else None
+            if subscription is not None:
+                wanted.extend(subscription.streams())
+                continue
             found = locate(name)
             if found is None:
-                raise ChannelConfigurationError(f"channel {name!r} not found")
-            wanted.append(found)
+                raise ChannelConfigurationError(f"channel or subscription {name!r} not found")
+            wanted.extend(found.streams() if issubclass(found, HistorySubscription) else [found])
         chosen = [c for c in available if issubclass(c, tuple(wanted))]
     if not chosen:
         asked = f" (asked for {', '.join(map(str, names))})" if names else ""
@@ -122,6 +128,9 @@ class Worker:
         self._next_summary = time.monotonic() + conf.summary_interval()
         self._busy: tuple[float, int] | None = None  # (since, handled) while draining a backlog
         self._held: set[str] = set()  # listen names whose wake-up key this worker holds
+        self._followers: list[Follower] | None = None  # durable subscriptions, made on start
+        self._followed_more = False
+        self._progress_at = 0.0
         self._awake_until = 0.0
         self._peers_rung = 0.0
 
@@ -152,6 +161,7 @@ class Worker:
 
     def _disconnect(self) -> None:
         self._held.clear()  # session locks end with the session
+        self._followers = None  # their horizons start again with the new session
         if self._source is not None:
             self._source.close()
             self._source = None
@@ -192,10 +202,12 @@ class Worker:
         if self._source is None:
             self.start()
         assert self._source is not None
-        if not self._queue and not self._more:
+        if not self._queue and not self._more and not self._followed_more:
             wait = min(timeout, max(self._next_sweep - time.monotonic(), 0.0))
             if self._held:
                 wait = min(wait, LINGER_POLL)  # awake: writers do not ring, so poll
+            if self._followers:
+                wait = min(wait, conf.subscription_poll())
             self._source.wait(wait)
         handled = 0
         while self._queue and not self._stopping:
@@ -206,6 +218,7 @@ class Worker:
             self.handle_notify(notify)
             handled += 1
         self._housekeeping()
+        handled += self._follow()
         if self.stored and time.monotonic() >= self._next_sweep:
             self._doorbell = self._more = False
             handled += self.sweep()
@@ -219,6 +232,51 @@ class Worker:
             if not drained.handled and self._held and time.monotonic() > self._awake_until:
                 handled += self._fall_asleep()
         return handled
+
+    # -- durable subscriptions ---------------------------------------------------------------
+
+    def _follow(self) -> int:
+        """Move every durable subscription this worker serves, for at most DRAIN_SECONDS."""
+        if self._followers is None:
+            self._followers = [
+                Follower(stream, self.worker_id, self.using)
+                for stream in self.stored
+                if is_stream(stream)
+            ]
+        if not self._followers:
+            return 0
+        until = time.monotonic() + DRAIN_SECONDS
+        handled = 0
+        self._followed_more = False
+        for follower in self._followers:
+            while not self._stopping:
+                followed = follower.follow()
+                handled += followed.delivered + followed.stored
+                if self.statistics is not None and followed.delivered:
+                    self.statistics.count(follower.stream, Outcome.PROCESSED, followed.delivered)
+                self._report_progress(follower, followed)
+                if followed.caught_up:
+                    break
+                if time.monotonic() > until:
+                    self._followed_more = True
+                    break
+        return handled
+
+    def _report_progress(self, follower: Follower, followed: Followed) -> None:
+        """While catching up: an INFO line every 5 s (position, share, rate)."""
+        now = time.monotonic()
+        if followed.caught_up or now - self._progress_at < 5.0:
+            return
+        self._progress_at = now
+        share = 100.0 * followed.position / followed.horizon if followed.horizon else 100.0
+        logger.info(
+            "%s: catching up, at history id %d of %d (%.0f%%)",
+            follower.stream.name(),
+            followed.position,
+            followed.horizon,
+            share,
+            extra={"channel": follower.stream.name(), "outcome": "catching up"},
+        )
 
     # -- the wake-up protocol ---------------------------------------------------------------
     #

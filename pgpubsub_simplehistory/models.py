@@ -109,3 +109,43 @@ class Minute(models.Model):
 
     def __str__(self) -> str:
         return f"{self.listen_name} {self.minute:%Y-%m-%d %H:%M}"
+
+
+class Position(models.Model):
+    """Where a durable subscription is in one model's history (``subscriptions``).
+
+    ``position`` is the last history id it delivered (or skipped into the queue): it delivers
+    the records above it, in history order, in the transaction that moves it.
+    """
+
+    id = models.BigAutoField(primary_key=True)
+    subscription = models.CharField(max_length=200, help_text="The subscription's name.")
+    history_model = models.CharField(max_length=200, help_text="app_label.HistoricalModel.")
+    listen_name = models.CharField(
+        max_length=63, help_text="The key of its stored notifications (failures, held back)."
+    )
+    position = models.BigIntegerField(default=0)
+    paused = models.BooleanField(default=False)
+    #: Why it stopped by itself (history removed ahead of it); empty when it runs.
+    stopped = models.TextField(blank=True, default="")
+    #: History records deleted above the position before it delivered them (a cleanup).
+    removed_ahead = models.BigIntegerField(default=0)
+    leased_by = models.CharField(max_length=100, blank=True, default="")
+    leased_until = models.DateTimeField(null=True, blank=True)
+    #: Consecutive claims that started at ``position`` without moving it (a worker died).
+    attempts = models.PositiveIntegerField(default=0)
+    attempt_from = models.BigIntegerField(null=True, blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+    moved_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        db_table = "pgpubsub_simplehistory_position"
+        ordering = ["subscription", "history_model"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["subscription", "history_model"], name="psh_position_unique"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.subscription} at {self.history_model} {self.position}"

@@ -320,3 +320,43 @@ def held_back(
         state=State.PENDING, listen_name__in=list(blocking)
     ).filter(Exists(earlier_parked))
     return held
+
+
+def store_record(
+    *,
+    listen_name: str,
+    model: str,
+    history_model: str,
+    history_id: Any,
+    history_type: str,
+    object_id: Any,
+    using: str,
+    error: str = "",
+    traceback: str = "",
+    attempts: int = 0,
+    park: bool = False,
+    delay: float = 0.0,
+) -> None:
+    """Store a record a durable subscription did not deliver in place (see queries.sql)."""
+    params = {
+        "listen_name": listen_name,
+        "model": model,
+        "history_model": history_model,
+        "history_id": str(history_id),
+        "history_type": history_type,
+        "object_id": str(object_id),
+        "state": str(State.PARKED if park else State.PENDING),
+        "attempts": attempts,
+        "delay": delay,
+        "error": error[:10_000],
+        "traceback": traceback[:50_000],
+    }
+    with _execute(using, "store_record", params):
+        pass
+
+
+def stored_objects(listen_name: str, parked_blocks: bool, using: str) -> set[str]:
+    """Objects of ``listen_name`` whose later changes must wait behind a stored notification."""
+    params = {"listen_name": listen_name, "parked_blocks": parked_blocks}
+    with _execute(using, "stored_objects", params) as cursor:
+        return {str(row[0]) for row in cursor.fetchall()}

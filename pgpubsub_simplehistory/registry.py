@@ -49,6 +49,7 @@ class Listener:
 _channels: dict[str, type[Any]] = {}  # by listen name, in declaration order
 _listeners: dict[type[Any], list[Listener]] = {}
 _triggers: dict[type[Any], Any] = {}
+_subscriptions: list[type[Any]] = []  # durable subscriptions, in declaration order
 _problems: list[str] = []  # listeners that could not be made (reported by the checks)
 
 
@@ -102,6 +103,20 @@ def listeners_of(channel: type[Any]) -> list[Listener]:
     return list(_listeners.get(channel, ()))
 
 
+def add_subscription(subscription: type[Any]) -> None:
+    """Register a durable subscription (its streams register as channels without triggers)."""
+    name = subscription.subscription_name()
+    _subscriptions[:] = [s for s in _subscriptions if s.subscription_name() != name]
+    _subscriptions.append(subscription)
+    for stream in subscription.streams():
+        add_channel(stream)
+
+
+def subscriptions() -> list[type[Any]]:
+    """Every declared durable subscription."""
+    return list(_subscriptions)
+
+
 def add_problem(message: str) -> None:
     """Keep a declaration that cannot work, for the system checks to report."""
     if message not in _problems:
@@ -126,10 +141,12 @@ def isolated() -> Iterator[None]:
     """Restore the registry as it was on exit (tests that declare channels of their own)."""
     saved = dict(_channels), {k: list(v) for k, v in _listeners.items()}, dict(_triggers)
     saved_problems = list(_problems)
+    saved_subscriptions = list(_subscriptions)
     try:
         yield
     finally:
         _problems[:] = saved_problems
+        _subscriptions[:] = saved_subscriptions
         _channels.clear()
         _channels.update(saved[0])
         _listeners.clear()

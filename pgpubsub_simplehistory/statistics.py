@@ -132,6 +132,17 @@ class Statistics:
             summary = self._summary[settled.channel] = Tally()
         summary.add(settled.outcome, settled.lag)
 
+    def count(self, channel: Any, outcome: Outcome, n: int) -> None:
+        """Count ``n`` settlements of one outcome without lags (a subscription's batch)."""
+        key = (channel.listen_safe_name(), _minute(timezone.now()))
+        tally = self._pending.setdefault(key, Tally())
+        summary = self._summary.setdefault(channel, Tally())
+        for target in (tally, summary):
+            if outcome is Outcome.PROCESSED:
+                target.processed += n
+            elif outcome is Outcome.PARKED:
+                target.parked += n
+
     def flush_if_due(self) -> None:
         if time.monotonic() >= self._next_flush:
             self.flush()

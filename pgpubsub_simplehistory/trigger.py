@@ -28,6 +28,9 @@ if TYPE_CHECKING:
     from .channels import HistoryTriggerChannel
 
 _ALL_TYPES = ("+", "-", "~")
+#: Advisory-lock key space of the marks of writers of followed history tables (the table's key
+#: is hashtext(table name)); 29555 is the wake-up protocol's (listening.py).
+MARK_CLASS = 29556
 #: The longest NOTIFY payload Postgres accepts (bytes), below its 8000-byte limit.
 NOTIFY_LIMIT = 7999
 
@@ -46,16 +49,24 @@ class HistoryOrder(pgtrigger.Trigger):
     when the transaction holds it already), so that concurrent writers of one object wait for
     each other, and numbers the record after the lock is granted. Inserts need neither: no other
     transaction can see the new object yet.
+
+    With ``marked`` (a model that durable subscriptions follow) it also fires for inserts, and
+    before numbering the record it takes a shared transaction lock on the table's key: the
+    mark by which a subscription knows which history ids may still be uncommitted
+    (``subscriptions.Horizon``).
     """
 
     name = "pgpubsub_simplehistory_order"
     when = pgtrigger.Before
     operation = pgtrigger.Insert
-    condition = pgtrigger.Condition("NEW.history_type <> '+'")
 
-    def __init__(self, tracked: type[Any]) -> None:
+    def __init__(self, tracked: type[Any], marked: bool = False) -> None:
         self.tracked = tracked
+        self.marked = marked
         super().__init__(name=self.name)
+
+    def get_condition(self, model: Any) -> pgtrigger.Condition | None:  # type: ignore[override]
+        return None if self.marked else pgtrigger.Condition("NEW.history_type <> '+'")
 
     def get_func(self, model: Any) -> str:
         tracked = self.tracked
@@ -66,6 +77,7 @@ class HistoryOrder(pgtrigger.Trigger):
             object_id_column=str(model._meta.get_field(tracked._meta.pk.name).column),
             history_id_column=str(pk.column),
             numbered=numbered(model),
+            marked=self.marked,
         )
 
 
@@ -76,24 +88,68 @@ def render_order(
     object_id_column: str,
     history_id_column: str,
     numbered: bool,
+    marked: bool = False,
 ) -> str:
     """The body of the ordering trigger of one history table."""
     renumber = ""
+    mark = ""
+    if marked:
+        mark = f"PERFORM pg_advisory_xact_lock_shared({MARK_CLASS}, hashtext(TG_TABLE_NAME));"
     if numbered:
         renumber = (
             f"NEW.{identifier(history_id_column)} := nextval(pg_get_serial_sequence("
             f"quote_ident(TG_TABLE_SCHEMA) || '.' || quote_ident(TG_TABLE_NAME), "
             f"{literal(history_id_column)}));"
         )
+    lock = (
+        f"PERFORM 1 FROM {identifier(table)}\n"
+        f"WHERE {identifier(pk_column)} = NEW.{identifier(object_id_column)}\n"
+        "FOR NO KEY UPDATE;"
+    )
+    if marked:  # inserts too: the mark must come before the number
+        lock = f"IF NEW.history_type <> '+' THEN\n{lock}\nEND IF;"
     return _compact(
         f"""
-        PERFORM 1 FROM {identifier(table)}
-        WHERE {identifier(pk_column)} = NEW.{identifier(object_id_column)}
-        FOR NO KEY UPDATE;
+        {lock}
+        {mark}
         {renumber}
         RETURN NEW;
         """
     )
+
+
+class HistoryRemoval(pgtrigger.Trigger):
+    """AFTER DELETE statement trigger on a history table that durable subscriptions follow:
+    counts the records a cleanup (``clean_old_history``, ``clean_duplicate_history``,
+    ``cascade_delete_history``, raw SQL) removed above a subscription's position, before it
+    delivered them, so that the subscription stops and says so instead of skipping them."""
+
+    name = "pgpubsub_simplehistory_removal"
+    when = pgtrigger.After
+    operation = pgtrigger.Delete
+    level = pgtrigger.Statement
+    referencing = pgtrigger.Referencing(old="removed")  # type: ignore[no-untyped-call]
+
+    def __init__(self) -> None:
+        super().__init__(name=self.name)
+
+    def get_func(self, model: Any) -> str:
+        pk = identifier(str(model._meta.pk.column))
+        return _compact(
+            f"""
+            UPDATE pgpubsub_simplehistory_position p
+            SET removed_ahead = p.removed_ahead + ahead.n
+            FROM (
+                SELECT p2.id, count(*) AS n
+                FROM pgpubsub_simplehistory_position p2
+                JOIN removed r ON r.{pk} > p2.position
+                WHERE p2.history_model = {literal(model._meta.label)}
+                GROUP BY p2.id
+            ) ahead
+            WHERE p.id = ahead.id;
+            RETURN NULL;
+            """
+        )
 
 
 class HistoryNotify(pgtrigger.Trigger):

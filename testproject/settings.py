@@ -48,6 +48,7 @@ INSTALLED_APPS = [
     "testproject.evolving",
     "testproject.configs",
     "testproject.bench",
+    "testproject.follow",
 ]
 
 MIDDLEWARE = [

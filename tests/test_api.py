@@ -22,6 +22,7 @@ KINDS = {
     "ChannelConfigurationError": "exception",
     "HistoricalRecords": "class",
     "HistoryEvent": "class",
+    "HistorySubscription": "class",
     "HistoryTriggerChannel": "class",
     "InvalidPayload": "exception",
     "JsonFormatter": "class",

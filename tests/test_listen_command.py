@@ -34,7 +34,7 @@ def test_listen_with_unknown_channel_fails_with_a_clear_error(manage):
     proc = manage("listen", "--channels", "testproject.shop.channels.NoSuchChannel")
     assert proc.wait(30) == 2
     stderr = proc.stderr_text()
-    assert "channel 'testproject.shop.channels.NoSuchChannel' not found" in stderr
+    assert "channel or subscription 'testproject.shop.channels.NoSuchChannel' not found" in stderr
     assert "Traceback" not in stderr
 
 
@@ -103,7 +103,7 @@ def test_at_info_a_backlog_is_one_line_and_a_summary_per_channel_not_a_line_each
         (["--loglevel", "loud"], "unknown --loglevel 'loud'"),
         (["--logformat", "%(foo"], "invalid --logformat '%(foo'"),
         (["--sweep-interval", "0"], "--sweep-interval must be positive"),
-        (["--channels", "nope"], "channel 'nope' not found"),
+        (["--channels", "nope"], "channel or subscription 'nope' not found"),
     ],
 )
 def test_listen_bad_input_is_one_line_and_exit_2(manage, args, expected):

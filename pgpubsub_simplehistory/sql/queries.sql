@@ -235,3 +235,22 @@ JOIN pgpubsub_simplehistory_notification n
   ON n.listen_name = p.listen_name AND n.object_id = p.object_id AND n.id > p.first_id
 WHERE n.state = 'pending'
 GROUP BY n.listen_name
+
+-- store_record --
+-- Store a record a durable subscription could not deliver in place (it failed, or an earlier
+-- change of its object is stored): the queue retries it, in per-object order.
+INSERT INTO pgpubsub_simplehistory_notification (
+    listen_name, model, history_model, history_id, history_type, object_id,
+    migration_id_at_change, context, created_at, state, attempts, available_at,
+    last_error, last_traceback, leased_by
+) VALUES (
+    %(listen_name)s, %(model)s, %(history_model)s, %(history_id)s, %(history_type)s,
+    %(object_id)s, NULL, '{}'::jsonb, clock_timestamp(), %(state)s, %(attempts)s,
+    now() + %(delay)s * interval '1 second', %(error)s, %(traceback)s, ''
+)
+
+-- stored_objects --
+-- The objects of a listen name with a stored notification that holds back their later changes.
+SELECT DISTINCT object_id FROM pgpubsub_simplehistory_notification
+WHERE listen_name = %(listen_name)s
+  AND (state = 'pending' OR (state = 'parked' AND %(parked_blocks)s))

@@ -7,6 +7,7 @@ from typing import Any
 
 from django.core.management.base import CommandError, CommandParser
 
+from pgpubsub_simplehistory import subscriptions
 from pgpubsub_simplehistory.management._options import (
     DatabaseCommand,
     add_database_argument,
@@ -48,6 +49,20 @@ class Command(DatabaseCommand):
             help="Exit 1 when pg_notification_queue_usage() (the 8 GB NOTIFY queue, 0..1) is "
             "above this.",
         )
+        parser.add_argument(
+            "--max-lag-records",
+            type=int,
+            metavar="N",
+            help="Exit 1 when a durable subscription has more than N history records to "
+            "deliver (per model).",
+        )
+        parser.add_argument(
+            "--max-lag-seconds",
+            type=float,
+            metavar="SECONDS",
+            help="Exit 1 when a durable subscription's oldest undelivered record is older than "
+            "this, or when one is stopped.",
+        )
         parser.add_argument("--json", action="store_true", help="Print JSON instead of text.")
         add_database_argument(parser)
 
@@ -61,6 +76,22 @@ class Command(DatabaseCommand):
             using=options["database"],
         )
         held = {h.channel: h for h in held_back_by_channel(options["database"]).values()}
+        followed = subscriptions.states(options["database"])
+        problems = list(health.problems)
+        for state in followed:
+            where = f"subscription {state.subscription} [{state.model}]"
+            limit = options["max_lag_records"]
+            if limit is not None and state.behind > limit:
+                problems.append(f"{where}: {state.behind} records behind > {limit}")
+            seconds = options["max_lag_seconds"]
+            if (
+                seconds is not None
+                and state.lag_seconds is not None
+                and state.lag_seconds > seconds
+            ):
+                problems.append(f"{where}: {state.lag_seconds:.0f}s behind > {seconds:g}s")
+            if seconds is not None and state.stopped:
+                problems.append(f"{where}: stopped: {state.stopped}")
         if options["json"]:
             self.stdout.write(
                 json.dumps(
@@ -81,7 +112,17 @@ class Command(DatabaseCommand):
                             }
                             for c in health.channels
                         ],
-                        "problems": health.problems,
+                        "subscriptions": [
+                            {
+                                "subscription": f.subscription,
+                                "model": f.model,
+                                "state": f.state,
+                                "behind": f.behind,
+                                "lag_seconds": f.lag_seconds,
+                            }
+                            for f in followed
+                        ],
+                        "problems": problems,
                     },
                     indent=2,
                 )
@@ -93,6 +134,12 @@ class Command(DatabaseCommand):
                 if c.channel in held:  # pending that no worker takes: say why
                     line += f"; {held[c.channel]}"
                 self.stdout.write(line)
+            for f in followed:
+                lag = f"{f.lag_seconds:.0f}s" if f.lag_seconds is not None else "-"
+                self.stdout.write(
+                    f"subscription {f.subscription} [{f.model}]: {f.state}, {f.behind} records "
+                    f"behind, oldest undelivered {lag}"
+                )
             self.stdout.write(f"NOTIFY queue usage: {health.notify_queue_usage:.6f}")
-        if not health.ok:
-            raise CommandError("; ".join(health.problems), returncode=1)
+        if problems:
+            raise CommandError("; ".join(problems), returncode=1)

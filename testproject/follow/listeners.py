@@ -1,0 +1,41 @@
+"""The follow app's listeners: each records what it received as a ``Delivered`` row."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from typing import Any
+
+import pgpubsub_simplehistory as psh
+
+from .models import Delivered
+from .subscriptions import EntryExport, EntryIndex
+
+
+def _record(name: str, old: Any, new: Any, event: psh.HistoryEvent) -> None:
+    Delivered.objects.create(
+        subscription=name,
+        history_id=event.history_id,
+        history_type=event.history_type,
+        object_id=event.object_id,
+        status=(new or old).status,
+        old_status=old.status if old is not None else None,
+    )
+
+
+@psh.post_save_listener(EntryIndex)
+@psh.post_delete_listener(EntryIndex)
+def index(old: Any, new: Any, event: psh.HistoryEvent) -> None:
+    if new is not None and new.status == "explode":
+        raise RuntimeError(f"index refuses entry {new.pk}")
+    if new is not None and new.status == "crash" and os.environ.get("FOLLOW_CRASH"):
+        os.kill(os.getpid(), signal.SIGKILL)
+    _record("entry-index", old, new, event)
+
+
+@psh.post_save_listener(EntryExport)
+@psh.post_delete_listener(EntryExport)
+def export(old: Any, new: Any, event: psh.HistoryEvent) -> None:
+    time.sleep(float(os.environ.get("FOLLOW_EXPORT_SLEEP", "0")))
+    _record("entry-export", old, new, event)
