@@ -12,6 +12,10 @@ its own and settle it.
   durable together. Whatever fails — a listener, the COMMIT itself (a deferred constraint), the
   session (the server ended it) — is that notification's failure alone: it is settled (retry
   with backoff, or park) and the batch goes on with the next one.
+* **Group commit**: each notification's transaction commits without waiting for the WAL flush;
+  one durable commit at the end of the batch flushes them all before any is logged, signalled
+  or counted. A server crash in between loses those commits whole (the listeners' writes with
+  "done"), so the notifications run again: exactly-once database effects hold.
 * **Bound the batch**: after ``BATCH_SECONDS`` the notifications not started yet are released
   (their attempt taken back) for any worker; a ``Watchdog`` releases them as soon as one listener
   has run ``PGPUBSUB_SIMPLEHISTORY_RELEASE_AFTER`` seconds, so that a slow listener holds back
@@ -159,6 +163,7 @@ def process_batch(
     rows = _isolate_reaped(rows, worker, using)
     loaded = _load(rows, by_name, using)
     running = Running(rows, worker, using)
+    settlements: list[Settlement] = []
     deadline = time.monotonic() + BATCH_SECONDS
     if watchdog is not None:
         watchdog.watch(running)
@@ -173,13 +178,19 @@ def process_batch(
             settled = _run(channel, row, worker, using, loaded.get(row.listen_name), running)
             if settled is not None:
                 drained.count(settled)
-                announce([settled])
-                if statistics is not None:
-                    statistics.record(settled)
+                settlements.append(settled)
     finally:
         if watchdog is not None:
             watchdog.watch(None)
         running.release_rest()
+        if settlements:
+            # Group commit: each notification committed without waiting for the WAL flush;
+            # one flush makes the batch durable before anything is reported.
+            queue.flush(using)
+    announce(settlements)
+    if statistics is not None:
+        for settled in settlements:
+            statistics.record(settled)
     return drained
 
 

@@ -45,12 +45,16 @@ from .subscriptions import locate as locate_subscription
 DRAIN_SECONDS = 1.0
 #: A drained backlog of at least this many notifications (or one second) gets an INFO line.
 BACKLOG = 100
-#: An awake worker keeps claiming every LINGER_POLL seconds for LINGER_SECONDS after its last
-#: notification before it goes back to sleep (see Worker._wake).
+#: Falling asleep, a worker waits at most this long for writers that skipped the doorbell while
+#: it was awake (see Worker._fall_asleep), looking every LINGER_POLL seconds.
 LINGER_SECONDS = 0.5
-LINGER_POLL = 0.02
-#: Advisory-lock key space of the wake-up protocol (sql/enqueue_v1.sql uses the same).
+LINGER_POLL = 0.002
+#: Advisory-lock key spaces of the wake-up protocol (sql/enqueue_v1.sql uses the same): the
+#: key awake workers hold, and the one writers in flight hold.
 ADVISORY_CLASS = 29555
+WRITING_CLASS = 29557
+#: After LINGER_SECONDS, writers still in flight are looked at between waits, this often.
+AWAIT_POLL = 0.05
 RECONNECT_MAX_DELAY = 5.0
 
 
@@ -128,10 +132,11 @@ class Worker:
         self._next_summary = time.monotonic() + conf.summary_interval()
         self._busy: tuple[float, int] | None = None  # (since, handled) while draining a backlog
         self._held: set[str] = set()  # listen names whose wake-up key this worker holds
+        self._awaiting: frozenset[str] = frozenset()  # writers that may have skipped a doorbell
+        self._awaiting_names: list[str] = []
         self._followers: list[Follower] | None = None  # durable subscriptions, made on start
         self._followed_more = False
         self._progress_at = 0.0
-        self._awake_until = 0.0
         self._peers_rung = 0.0
 
     # -- connection -------------------------------------------------------------------------
@@ -204,10 +209,10 @@ class Worker:
         assert self._source is not None
         if not self._queue and not self._more and not self._followed_more:
             wait = min(timeout, max(self._next_sweep - time.monotonic(), 0.0))
-            if self._held:
-                wait = min(wait, LINGER_POLL)  # awake: writers do not ring, so poll
             if self._followers:
                 wait = min(wait, conf.subscription_poll())
+            if self._awaiting:
+                wait = min(wait, AWAIT_POLL)
             self._source.wait(wait)
         handled = 0
         while self._queue and not self._stopping:
@@ -222,15 +227,17 @@ class Worker:
         if self.stored and time.monotonic() >= self._next_sweep:
             self._doorbell = self._more = False
             handled += self.sweep()
-        elif self.stored and (self._doorbell or self._more or self._held):
-            if self._doorbell:
-                self._wake()
+        elif self.stored and (self._doorbell or self._more):
             self._doorbell = False
             drained = self._drain()
             self._more = not drained.exhausted
             handled += drained.handled
-            if not drained.handled and self._held and time.monotonic() > self._awake_until:
-                handled += self._fall_asleep()
+        if self._held and not self._more:
+            handled += self._fall_asleep()
+        elif self._awaiting and not self._held:  # writers in flight when it fell asleep
+            self._awaiting &= self._writers(self._awaiting_names)
+            if not self._awaiting:
+                handled += self._await_writers(0.0)
         return handled
 
     # -- durable subscriptions ---------------------------------------------------------------
@@ -270,11 +277,12 @@ class Worker:
         self._progress_at = now
         share = 100.0 * followed.position / followed.horizon if followed.horizon else 100.0
         logger.info(
-            "%s: catching up, at history id %d of %d (%.0f%%)",
+            "%s: catching up, at history id %d of %d (%.0f%%), %.0f records/s",
             follower.stream.name(),
             followed.position,
             followed.horizon,
             share,
+            follower.rate.value or 0.0,
             extra={"channel": follower.stream.name(), "outcome": "catching up"},
         )
 
@@ -283,16 +291,16 @@ class Worker:
     # A writer rings a channel's doorbell (NOTIFY) only when no worker of the channel is awake
     # (sql/enqueue_v1.sql): NOTIFY makes Postgres serialize commits, so under load writers
     # should not send it. A worker is awake while it holds a shared advisory lock on the
-    # channel's key: from the moment it is woken (a doorbell, a sweep, work found) until it has
-    # found nothing for LINGER_SECONDS, claiming every LINGER_POLL seconds meanwhile. Then it
-    # releases the key and claims once more, for the changes of writers that saw it awake and
-    # committed since; a change whose writer saw it awake and committed after that (a
-    # transaction that outlasted the linger) waits for the next sweep, at most
-    # PGPUBSUB_SIMPLEHISTORY_SWEEP_INTERVAL seconds.
+    # channel's key: while it drains, from its first claim until a claim finds nothing. Every
+    # writer also holds a shared lock on a second key of the channel until it commits. Falling
+    # asleep, the worker releases its key and notes the writers in flight (any of them may have
+    # seen it awake and skipped the doorbell; a writer that starts later rings). It claims
+    # once more at once, without the key, and again when the last of them has ended (looking
+    # every LINGER_POLL seconds for LINGER_SECONDS, then every AWAIT_POLL seconds): no doorbell
+    # is lost, a change waits at most until its own transaction commits (see _await_writers).
 
     def _wake(self) -> None:
         """Hold the wake-up key of every stored channel (writers then skip NOTIFY)."""
-        self._awake_until = time.monotonic() + LINGER_SECONDS
         missing = self._stored_names - self._held
         if not missing:
             return
@@ -307,18 +315,62 @@ class Worker:
                     self._held.add(name)
 
     def _fall_asleep(self) -> int:
-        """Release the wake-up keys, then claim once more (see above): work found wakes it again."""
+        """Release the wake-up keys, then claim for the writers that may have skipped the
+        doorbell meanwhile: those in flight at the release (see above)."""
+        names = sorted(self._held)
+        self._release()
+        self._awaiting = self._writers(names)
+        self._awaiting_names = names
+        return self._await_writers(LINGER_SECONDS)
+
+    def _await_writers(self, seconds: float) -> int:
+        """Asleep: claim (without the key, so writers ring again) now, and once more after the
+        writers in ``_awaiting`` have ended; look at them every LINGER_POLL seconds for at most
+        ``seconds`` (then process_available goes on looking, less often, between its waits).
+
+        A writer that skipped the doorbell probed the key before it was released, so at the
+        release it held its in-flight key: either it ended before ``_writers`` read them, and
+        the claim after that read sees its commit, or it is in ``_awaiting``, and the claim
+        after it ended sees it (an advisory lock is released after the commit is visible).
+        """
+        handled = 0
+        deadline = time.monotonic() + seconds
+        while not self._stopping:
+            waited = bool(self._awaiting)
+            drained = self._drain(wake=False)
+            handled += drained.handled
+            if drained.handled and not drained.exhausted:
+                self._more = True  # a backlog: the next loop drains awake, then falls asleep
+                return handled
+            if not waited:
+                return handled  # claimed after the last of them ended
+            self._awaiting &= self._writers(self._awaiting_names)
+            if self._awaiting:
+                if time.monotonic() > deadline:
+                    return handled
+                time.sleep(LINGER_POLL)
+        return handled
+
+    def _release(self) -> None:
         with connections[self.using].cursor() as cursor:
             for name in sorted(self._held):
                 cursor.execute(
                     "SELECT pg_advisory_unlock_shared(%s, hashtext(%s))", [ADVISORY_CLASS, name]
                 )
         self._held.clear()
-        drained = self._drain()
-        if drained.handled:
-            self._wake()
-        self._more = not drained.exhausted
-        return drained.handled
+
+    def _writers(self, names: list[str]) -> frozenset[str]:
+        """The transactions writing to these channels now (their virtual transaction ids)."""
+        if not names:
+            return frozenset()
+        with connections[self.using].cursor() as cursor:
+            cursor.execute(
+                "SELECT virtualtransaction FROM pg_locks WHERE locktype = 'advisory' "
+                "AND classid = %s AND objid = ANY(ARRAY(SELECT hashtext(n)::oid "
+                "FROM unnest(%s::text[]) AS n)) AND granted AND pid <> pg_backend_pid()",
+                [WRITING_CLASS, names],
+            )
+            return frozenset(str(row[0]) for row in cursor.fetchall())
 
     def _ring_peers(self) -> None:
         """A backlog: wake the sleeping workers of the channels too (at most twice a second)."""
@@ -330,7 +382,9 @@ class Worker:
             for name in sorted(self._stored_names):
                 cursor.execute("SELECT pg_notify(%s, '')", [name])
 
-    def _drain(self) -> Drained:
+    def _drain(self, wake: bool = True) -> Drained:
+        if wake:
+            self._wake()  # writers skip NOTIFY while it drains (see the wake-up protocol)
         until = time.monotonic() + DRAIN_SECONDS
         drained = drain(
             self.stored,
@@ -341,10 +395,8 @@ class Worker:
             statistics=self.statistics,
         )
         self._note_backlog(drained)
-        if drained.handled:
-            self._wake()
-            if not drained.exhausted:
-                self._ring_peers()
+        if drained.handled and not drained.exhausted:
+            self._ring_peers()
         if drained.next_retry is not None:  # a retry is due before the next sweep: sweep then
             self._next_sweep = min(self._next_sweep, time.monotonic() + drained.next_retry)
         return drained

@@ -360,3 +360,9 @@ def stored_objects(listen_name: str, parked_blocks: bool, using: str) -> set[str
     params = {"listen_name": listen_name, "parked_blocks": parked_blocks}
     with _execute(using, "stored_objects", params) as cursor:
         return {str(row[0]) for row in cursor.fetchall()}
+
+
+def flush(using: str) -> None:
+    """Wait until every transaction this session committed is durable (one WAL flush)."""
+    with _execute(using, "flush", {}):
+        pass

@@ -30,24 +30,40 @@ def _awake_workers(name: str) -> int:
         return int(cursor.fetchone()[0])
 
 
-def test_an_awake_worker_makes_writers_skip_notify_and_a_sleeping_one_is_woken(manage):
+def _probe(name: str) -> bool:
+    """What a writer's enqueue does: can it take the wake-up key (no worker awake)?"""
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_try_advisory_lock(29555, hashtext(%s))", [name])
+        taken = cursor.fetchone()[0]
+        if taken:
+            cursor.execute("SELECT pg_advisory_unlock(29555, hashtext(%s))", [name])
+    return bool(taken)
+
+
+def test_an_awake_worker_makes_writers_skip_notify_and_a_sleeping_one_is_woken(manage, tmp_path):
     from testproject.shop.models import ReceivedEvent
 
     name = OrderChannel.listen_safe_name()
-    proc = manage("listen", "--sweep-interval", "30")  # a long sweep: only doorbells wake it
+    marker = tmp_path / "slow"
+    proc = manage(
+        "listen", "--sweep-interval", "30",  # a long sweep: only doorbells and claims deliver
+        env={"SHOP_SLOW_MARKER": str(marker), "SHOP_SLOW_SECONDS": "1.5"},
+    )  # fmt: skip
     wait_for(lambda: "worker ready" in proc.stderr_text(), timeout=30)
-    wait_for(lambda: _awake_workers(name) == 0, timeout=10)  # asleep after its start
+    wait_for(lambda: _awake_workers(name) == 0 and _probe(name), timeout=10)  # asleep
 
-    # Asleep: a change rings the doorbell (a probe of the key succeeds), the worker wakes.
+    # Asleep: a change rings the doorbell and wakes it.
     first = OrderFactory(status="wakes it")
     wait_for(lambda: ReceivedEvent.objects.filter(object_id=str(first.pk)).exists(), timeout=5)
-    # While it lingers it holds the key: a writer's probe fails, so it sends no NOTIFY.
-    wait_for(lambda: _awake_workers(name) == 1, timeout=5)
-    with connection.cursor() as cursor:
-        cursor.execute("SELECT pg_try_advisory_lock(29555, hashtext(%s))", [name])
-        assert cursor.fetchone()[0] is False
-    # Then it falls asleep again and releases the key.
-    wait_for(lambda: _awake_workers(name) == 0, timeout=5)
+    # Awake while it drains (here: a slow listener): a writer's probe fails, it skips NOTIFY.
+    OrderFactory(status="slow")
+    wait_for(marker.exists, timeout=10)
+    assert _awake_workers(name) == 1 and not _probe(name)
+    during = OrderFactory(status="while awake")  # no doorbell for this one
+    # When the queue is empty it falls asleep (the key is free again), having delivered the
+    # change whose writer skipped the doorbell: long before the 30 s sweep.
+    wait_for(lambda: ReceivedEvent.objects.filter(object_id=str(during.pk)).exists(), timeout=5)
+    wait_for(lambda: _awake_workers(name) == 0 and _probe(name), timeout=5)
     second = OrderFactory(status="wakes it again")
     wait_for(lambda: ReceivedEvent.objects.filter(object_id=str(second.pk)).exists(), timeout=5)
     proc.send_signal(signal.SIGTERM)

@@ -26,10 +26,12 @@ BEGIN
     ) RETURNING id INTO v_id;
     -- The doorbell, rung only when no worker of the channel is awake: an awake worker holds a
     -- shared advisory lock on the channel's key (listening.py) and keeps claiming until the
-    -- queue is empty, so a writer then skips NOTIFY and its commit does not take the lock
-    -- NOTIFY serializes commits on. The probe takes the key exclusively and releases it at
+    -- queue is empty (and, falling asleep, until no writer is in flight), so a writer then
+    -- skips NOTIFY and its commit does not take the lock NOTIFY serializes commits on. The probe takes the key exclusively and releases it at
     -- once: it never waits and holds nothing. The payload is empty: the workers claim from the
     -- table, and Postgres folds identical notifications of a transaction into one.
+    -- A writer in flight: held until this transaction ends (see listening.py, falling asleep).
+    PERFORM pg_advisory_xact_lock_shared(29557, hashtext(p_listen_name));
     IF pg_try_advisory_lock(29555, hashtext(p_listen_name)) THEN
         PERFORM pg_advisory_unlock(29555, hashtext(p_listen_name));
         PERFORM pg_notify(p_listen_name, '');

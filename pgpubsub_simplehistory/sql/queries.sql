@@ -14,10 +14,12 @@ SELECT * FROM pgpubsub_simplehistory_claim_v1(
 -- take --
 -- First statement of a notification's transaction: delete it if %(worker)s still holds it. The
 -- row stays locked until the commit (done) or the rollback (the notification comes back).
--- Returns the lag: seconds from the change's insert to now, on the database's clock.
+-- Returns the lag: seconds from the change's insert to now, on the database's clock. The
+-- transaction's commit does not wait for the WAL flush: the worker flushes once per batch
+-- before it reports anything (draining.py, group commit).
 DELETE FROM pgpubsub_simplehistory_notification
 WHERE id = %(id)s AND leased_by = %(worker)s AND state = 'pending'
-RETURNING extract(epoch FROM now() - created_at)
+RETURNING extract(epoch FROM now() - created_at), set_config('synchronous_commit', 'off', true)
 
 -- settle_failure --
 -- Record a failed attempt (already counted by the claim) and end the lease: due again after
@@ -254,3 +256,8 @@ INSERT INTO pgpubsub_simplehistory_notification (
 SELECT DISTINCT object_id FROM pgpubsub_simplehistory_notification
 WHERE listen_name = %(listen_name)s
   AND (state = 'pending' OR (state = 'parked' AND %(parked_blocks)s))
+
+-- flush --
+-- A transaction that commits durably: its commit waits for the WAL flush, which makes every
+-- earlier commit of the batch durable too (the WAL is flushed in order).
+SELECT pg_current_xact_id()
