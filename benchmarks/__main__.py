@@ -17,12 +17,23 @@ from . import (
     many_listeners,
     pgbench,
     replay,
+    subscriptions,
     targets,
     write_cost,
     writers,
 )
 
-SUITES = ("write", "drain", "live", "pgbench", "replay", "isolation", "writers", "listeners")
+SUITES = (
+    "write",
+    "drain",
+    "live",
+    "pgbench",
+    "replay",
+    "isolation",
+    "writers",
+    "listeners",
+    "subscriptions",
+)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -103,6 +114,16 @@ def main(argv: list[str] | None = None) -> int:
         data8 = many_listeners.run(seconds=1 if q else 10, objects=1000, repetitions=1 if q else 3)
         results["listeners"] = data8
         reports.append(many_listeners.report(data8))
+    if "subscriptions" in args.only:
+        data9 = subscriptions.run(
+            saves=30 if q else 300,
+            repetitions=2 if q else 7,
+            n=20_000 if q else 1_000_000,
+            objects=200 if q else 10_000,
+            rate=20 if q else 50,
+        )
+        results["subscriptions"] = data9
+        reports.append(subscriptions.report(data9))
     results["targets"] = targets.evaluate(results)
     if results["targets"]:
         reports.append(targets.report(results["targets"]))

@@ -66,7 +66,28 @@ def evaluate(results: dict[str, Any]) -> list[dict[str, Any]]:
         ratios = listeners["summary"]["ratios"]
         ratio = ratios["ours, 1 worker + 15 LISTEN ÷ ours, nothing listening"]["median"]
         at_least("16 listening sessions (1 worker + 15): writer TPS ÷ none", ratio, 0.90)
+    _subscriptions(results.get("subscriptions"), add, at_most, at_least)
     return rows
+
+
+def _subscriptions(data: dict[str, Any] | None, add: Any, at_most: Any, at_least: Any) -> None:
+    if not data:
+        return
+    for mode, bar in (("one transaction", 1.05), ("autocommit", 1.05)):
+        ratio = data["write_cost"][mode]["ratio_3_to_1"]["ours"]["median"]
+        at_most(f"subscriptions, write {mode}: 3 ÷ 1 subscription", ratio, bar)
+    c = data["catch_up"]
+    at_least(
+        f"subscriptions: catch-up over {c['history_records']:,} records, records/s",
+        c["records_per_second"],
+        5000,
+    )
+    if c["rss_mib_at_mark"] and c["rss_mib_caught_up"]:
+        growth = c["rss_mib_caught_up"] / c["rss_mib_at_mark"]
+        at_most(f"subscriptions: catch-up RSS at the end ÷ at {c['mark']:,}", growth, 1.10)
+    live = c["caught_up"] and c["live_lag_seconds"] is not None
+    add("subscriptions: seconds to the writer's last record, once caught up",
+        c["live_lag_seconds"], "delivered", live)  # fmt: skip
 
 
 def _drain(drain: dict[str, Any] | None, at_most: Any, at_least: Any) -> None:

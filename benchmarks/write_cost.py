@@ -14,22 +14,34 @@ VARIANTS = {
 }
 
 
-def _clean() -> None:
-    sql(
-        "TRUNCATE pgpubsub_simplehistory_notification, pgpubsub_notification, "
-        "bench_historicalhistitem, bench_historicaloursitem, bench_historicalpubsubitem"
-    )
+MODES = (("autocommit", False), ("one transaction", True))
 
 
-def run(saves: int, repetitions: int) -> dict[str, Any]:
+def _clean(labels: list[str]) -> None:
+    from django.apps import apps
+
+    tables = ["pgpubsub_simplehistory_notification", "pgpubsub_notification"]
+    for label in labels:
+        history = getattr(apps.get_model("bench", label), "history", None)
+        if history is not None:
+            tables.append(history.model._meta.db_table)
+    sql("TRUNCATE " + ", ".join(tables))
+
+
+def measure(
+    variants: dict[str, str], saves: int, repetitions: int
+) -> dict[str, dict[str, list[float]]]:
+    """µs per ``save()`` of an existing row of each variant's bench model, per mode (autocommit,
+    one transaction): ``repetitions`` values each, interleaved, after one warm-up each."""
     from django.apps import apps
     from django.db import transaction
 
     instances = {}
-    for name, model_name in VARIANTS.items():
+    for name, model_name in variants.items():
         model = apps.get_model("bench", model_name)
         instances[name] = model.objects.create(name=f"write-{model_name}")
-    _clean()
+    labels = list(variants.values())
+    _clean(labels)
 
     def saver(name: str, in_transaction: bool) -> Any:
         obj = instances[name]
@@ -39,22 +51,30 @@ def run(saves: int, repetitions: int) -> dict[str, Any]:
                 obj.counter += 1
                 obj.save()
 
-        def measure() -> float:
+        def one() -> float:
             if in_transaction:
                 with transaction.atomic():
                     seconds = timed(loop)
             else:
                 seconds = timed(loop)
-            _clean()
+            _clean(labels)
             return seconds / saves * 1e6  # µs per save
 
-        return measure
+        return one
 
-    results: dict[str, Any] = {}
-    for mode, in_transaction in (("autocommit", False), ("one transaction", True)):
-        for name in VARIANTS:  # warm-up
+    measured = {}
+    for mode, in_transaction in MODES:
+        for name in variants:  # warm-up
             saver(name, in_transaction)()
-        runs = interleaved({name: saver(name, in_transaction) for name in VARIANTS}, repetitions)
+        measured[mode] = interleaved(
+            {name: saver(name, in_transaction) for name in variants}, repetitions
+        )
+    return measured
+
+
+def run(saves: int, repetitions: int) -> dict[str, Any]:
+    results: dict[str, Any] = {}
+    for mode, runs in measure(VARIANTS, saves, repetitions).items():
         results[mode] = {
             "us_per_save": {name: summary(values) for name, values in runs.items()},
             "ratio_vs_simple_history": {

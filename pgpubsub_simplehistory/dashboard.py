@@ -4,8 +4,10 @@ lag, the most frequent parked errors, and the parked notifications that hold bac
 A handful of grouped queries, whatever the length of the queue: one for the queue's counts
 (``queue.overview``: two grouped scans), one for the parked errors, one for the parked
 notifications that hold back others, one for the last hour's minutes (``models.Minute``, at
-most 60 rows per channel). Nothing here loops over notifications. ``chart`` turns a series of
-minutes into the geometry of a small SVG chart that the template draws (no script).
+most 60 rows per channel), two for the durable subscriptions' positions and stored
+notifications, and one per subscribed model on its history table (three index probes).
+Nothing here loops over notifications. ``chart`` turns a series of minutes into the geometry of
+a small SVG chart that the template draws (no script).
 """
 
 from __future__ import annotations
@@ -21,6 +23,8 @@ from . import conf, queue, registry
 from .models import Minute
 from .monitoring import Blocker, blockers, blocking_listen_names, channel_label
 from .statistics import LAG_BUCKETS_MS, Tally
+from .subscriptions import StreamState
+from .subscriptions import states as subscription_states
 
 #: Minutes shown by the charts (the last hour, the current minute included).
 MINUTES = 60
@@ -158,6 +162,8 @@ class Dashboard:
     statistics_enabled: bool = True
     statistics_since: datetime.datetime | None = None
     notes: list[str] = field(default_factory=list)
+    #: Every durable subscription, per model: position, lag, rate.
+    subscriptions: list[StreamState] = field(default_factory=list)
 
 
 def build(using: str = "default", now: datetime.datetime | None = None) -> Dashboard:
@@ -249,6 +255,7 @@ def build(using: str = "default", now: datetime.datetime | None = None) -> Dashb
             "PGPUBSUB_SIMPLEHISTORY_STATISTICS is False: the workers keep no per-minute "
             "statistics, so the charts stay empty."
         )
+    followed = subscription_states(using)
     return Dashboard(
         now=now,
         total=total,
@@ -259,10 +266,11 @@ def build(using: str = "default", now: datetime.datetime | None = None) -> Dashb
         errors=errors,
         blockers=blockers(using, TOP) if total.held_back else [],
         has_channels=bool(lockable),
-        ever_ran=ever_ran,
+        ever_ran=ever_ran or any(f.position or f.behind for f in followed),
         statistics_enabled=conf.statistics(),
         statistics_since=start,
         notes=notes,
+        subscriptions=followed,
     )
 
 

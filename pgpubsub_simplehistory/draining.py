@@ -571,19 +571,23 @@ class Watchdog:
         )
 
 
-def park_orphans(using: str = "default") -> int:
+def park_orphans(using: str = "default", examined: set[str] | None = None) -> int:
     """Park the pending notifications of models removed from this project.
 
     Their channel is gone with their model, so no worker would ever claim them. Only models of
     apps installed here are considered: a listen name of another project sharing the database
-    is left alone (``listener_health`` lists it).
+    is left alone (``listener_health`` lists it). Names in ``examined`` are skipped, and the
+    names looked at are added to it (a worker looks at a name again once a minute: each look
+    reads its pending rows).
     """
     known = {channel.listen_safe_name() for channel in registry.channels()}
     installed = {config.label for config in apps.get_app_configs()}
     parked = 0
     for name in queue.listen_names(using):
-        if name in known:
+        if name in known or (examined is not None and name in examined):
             continue
+        if examined is not None:
+            examined.add(name)
         for history_model, model in queue.models_of(name, using):
             app = model.partition(".")[0]
             if app not in installed or _is_model(history_model):

@@ -56,6 +56,9 @@ WRITING_CLASS = 29557
 #: After LINGER_SECONDS, writers still in flight are looked at between waits, this often.
 AWAIT_POLL = 0.05
 RECONNECT_MAX_DELAY = 5.0
+#: A listen name of no channel here is looked at for notifications of removed models when it
+#: first shows up, and again after this many seconds (each look reads its pending rows).
+ORPHANS_INTERVAL = 60.0
 
 
 @dataclass(frozen=True)
@@ -138,6 +141,8 @@ class Worker:
         self._followed_more = False
         self._progress_at = 0.0
         self._peers_rung = 0.0
+        self._next_orphans = 0.0
+        self._examined: set[str] = set()  # listen names park_orphans looked at
 
     # -- connection -------------------------------------------------------------------------
 
@@ -190,7 +195,10 @@ class Worker:
         self._next_sweep = time.monotonic() + self.sweep_interval
         if self.stored:
             handled += len(reap(self.stored, self.using, self.statistics))
-            park_orphans(self.using)
+            if time.monotonic() >= self._next_orphans:  # look at every name again
+                self._next_orphans = time.monotonic() + ORPHANS_INTERVAL
+                self._examined.clear()
+            park_orphans(self.using, self._examined)
         while self.stored and not self._stopping:
             drained = self._drain()
             handled += drained.handled

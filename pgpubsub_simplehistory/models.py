@@ -137,6 +137,8 @@ class Position(models.Model):
     attempt_from = models.BigIntegerField(null=True, blank=True)
     created_at = models.DateTimeField(default=timezone.now)
     moved_at = models.DateTimeField(null=True, blank=True)
+    #: Records per second delivered over the worker's last seconds of moving (its catch-up rate).
+    rate = models.FloatField(null=True, blank=True)
 
     class Meta:
         db_table = "pgpubsub_simplehistory_position"

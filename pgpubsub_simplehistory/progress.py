@@ -29,10 +29,19 @@ class Progress:
         self.done += n
         percent = min(self.done * 100 // self.total, 100)
         if percent != self.shown:
-            self.shown = percent
-            filled = percent * 30 // 100
-            self.out.write(f"\r[{'#' * filled}{'.' * (30 - filled)}] {self.done}/{self.total}")
-            self.out.flush()
+            self._draw(percent, "")
+
+    def show(self, done: int, total: int, note: str = "") -> None:
+        """Redraw with these figures (for a total that grows while it runs) and a note."""
+        self.done, self.total = done, max(total, 1)
+        self._draw(min(self.done * 100 // self.total, 100), note)
+
+    def _draw(self, percent: int, note: str) -> None:
+        self.shown = percent
+        filled = percent * 30 // 100
+        tail = f" {note}\x1b[K" if note else ""  # a note's length varies: clear the rest
+        self.out.write(f"\r[{'#' * filled}{'.' * (30 - filled)}] {self.done}/{self.total}{tail}")
+        self.out.flush()
 
     def finish(self) -> None:
         self.out.write("\n")

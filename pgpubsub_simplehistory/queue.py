@@ -362,6 +362,12 @@ def stored_objects(listen_name: str, parked_blocks: bool, using: str) -> set[str
         return {str(row[0]) for row in cursor.fetchall()}
 
 
+def stored_counts(listen_names: Sequence[str], using: str) -> dict[str, int]:
+    """Per listen name: its stored notifications (pending or parked)."""
+    with _execute(using, "stored_counts", {"listen_names": list(listen_names)}) as cursor:
+        return {str(name): int(count) for name, count in cursor.fetchall()}
+
+
 def flush(using: str) -> None:
     """Wait until every transaction this session committed is durable (one WAL flush)."""
     with _execute(using, "flush", {}):

@@ -95,6 +95,25 @@ def previous_record(record: Any, object_attname: str, using: str = "default") ->
     return found[0] if found else None
 
 
+def records_above(
+    history_model: type[models.Model], position: int, using: str = "default"
+) -> tuple[int, int, Any]:
+    """For a durable subscription at ``position`` (a numbered history id): how many records are
+    above it, the last history id, and the ``history_date`` of the first record above it
+    (``None`` when there is none). One round trip, three index probes."""
+    table = identifier(history_model._meta.db_table)
+    pk = identifier(str(history_model._meta.pk.column))
+    with connections[using].cursor() as cursor:
+        cursor.execute(
+            f"SELECT (SELECT count(*) FROM {table} WHERE {pk} > %(at)s), "
+            f"(SELECT max({pk}) FROM {table}), "
+            f"(SELECT history_date FROM {table} WHERE {pk} > %(at)s ORDER BY {pk} LIMIT 1)",
+            {"at": position},
+        )
+        behind, last, first = cursor.fetchone()
+    return int(behind), int(last or 0), first
+
+
 def forget_prepared(using: str) -> None:
     """Stop using the statements prepared on the current connection (after a failure: a
     migration may have changed a history table's columns)."""

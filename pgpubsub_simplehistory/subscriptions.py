@@ -48,7 +48,7 @@ from .dispatch import dispatch
 from .exceptions import ChannelConfigurationError, PgpubsubSimplehistoryError
 from .history_models import history_model_of, numbered, object_attname
 from .models import Position
-from .records import load_records
+from .records import load_records, records_above
 from .resolution import resolve_record
 from .settlement import Outcome, RetryPolicy, Settlement, announce, logger
 from .trigger import MARK_CLASS, HistoryRemoval
@@ -336,7 +336,7 @@ RETURNING position, attempts, removed_ahead
 
 _MOVE = """
 UPDATE pgpubsub_simplehistory_position
-SET position = %(to)s, attempts = 0, attempt_from = NULL, moved_at = now()
+SET position = %(to)s, attempts = 0, attempt_from = NULL, moved_at = now(), rate = %(rate)s
 WHERE id = %(id)s AND leased_by = %(worker)s AND position = %(from)s
 """
 
@@ -366,6 +366,30 @@ class Followed:
     horizon: int = 0
 
 
+class Rate:
+    """Records per second a follower delivered over its last ``WINDOW`` seconds of moving."""
+
+    WINDOW = 10.0
+
+    def __init__(self) -> None:
+        self._points: deque[tuple[float, int]] = deque()  # (perf_counter, delivered so far)
+        self._delivered = 0
+        self.value: float | None = None
+
+    def moved(self, delivered: int, started: float) -> None:
+        """A batch that started at ``started`` (``time.perf_counter``) delivered ``delivered``."""
+        now = time.perf_counter()
+        if not self._points or now - self._points[-1][0] > self.WINDOW:
+            self._points.clear()  # moving again after a pause: measure from this batch
+            self._points.append((started, self._delivered))
+        self._delivered += delivered
+        self._points.append((now, self._delivered))
+        while len(self._points) > 2 and now - self._points[1][0] > self.WINDOW:
+            self._points.popleft()
+        since, before = self._points[0]
+        self.value = (self._delivered - before) / (now - since) if now > since else None
+
+
 class Follower:
     """A worker's state for following one stream: its horizon, and what it announced."""
 
@@ -380,6 +404,7 @@ class Follower:
         self.position_id = position_of(stream, using).pk
         self.policy = RetryPolicy.of(stream)
         self._reported_stop = False
+        self.rate = Rate()
 
     def follow(self, limit: int | None = None) -> Followed:
         """Deliver the next batch above the position, up to the horizon (call outside a
@@ -455,6 +480,7 @@ class Follower:
                 )
                 dispatch(change)
                 settlements.append(self._settlement(record, started))
+            self.rate.moved(len(settlements), started)
             self._move(start, int(records[-1].pk))
         announce(settlements)
         return Followed(len(settlements), stored, position=int(records[-1].pk))
@@ -568,7 +594,14 @@ class Follower:
                 [self.position_id],
             )
             cursor.execute(
-                _MOVE, {"to": to, "id": self.position_id, "worker": self.worker, "from": start}
+                _MOVE,
+                {
+                    "to": to,
+                    "id": self.position_id,
+                    "worker": self.worker,
+                    "from": start,
+                    "rate": self.rate.value,
+                },
             )
             if cursor.rowcount != 1:  # another worker took it over (our lease ran out)
                 raise _Lost()
@@ -633,6 +666,18 @@ class StreamState:
     stopped: str
     stored: int
     leased_by: str
+    #: Records per second its worker delivered lately (0 while it is behind and nobody moves
+    #: it; None when it is live and has had nothing to deliver lately).
+    rate: float | None = None
+    #: The key of its stored notifications (its failures and what they hold back).
+    listen_name: str = ""
+
+    @property
+    def eta_seconds(self) -> float | None:
+        """Seconds to catch up at the current rate (None when live or not moving)."""
+        if self.behind and self.rate:
+            return self.behind / self.rate
+        return None
 
     @property
     def state(self) -> str:
@@ -643,31 +688,66 @@ class StreamState:
         return "live" if self.behind == 0 else "catching up"
 
 
-def states(using: str = "default") -> list[StreamState]:
+def states(
+    using: str = "default", streams: Sequence[type[Stream]] | None = None
+) -> list[StreamState]:
+    """The state of ``streams`` (default: every stream of every subscription), read only: a
+    stream no worker has served yet is shown where it would start. Two queries, plus one per
+    stream on its history table (each part of it an index probe)."""
+    if streams is None:
+        streams = [s for sub in registry.subscriptions() for s in sub.streams()]
+    if not streams:
+        return []
+    positions = {
+        (p.subscription, p.history_model): p
+        for p in _positions(using).filter(
+            subscription__in={s.subscription.subscription_name() for s in streams}
+        )
+    }
+    stored = queue.stored_counts([s.listen_safe_name() for s in streams], using)
     found = []
-    for subscription in registry.subscriptions():
-        for stream in subscription.streams():
-            found.append(state_of(stream, using))
+    for stream in streams:
+        key = (stream.subscription.subscription_name(), stream.history_model()._meta.label)
+        position = positions.get(key)
+        if position is None:
+            at = start_position(stream, stream.subscription.start, using)
+            position = Position(subscription=key[0], history_model=key[1], position=at)
+        found.append(_state(stream, position, stored.get(stream.listen_safe_name(), 0), using))
     return found
 
 
 def state_of(stream: type[Stream], using: str = "default") -> StreamState:
-    position = position_of(stream, using)
-    history = stream.history_model()
-    records = history._default_manager.using(using)
-    above = records.filter(pk__gt=position.position)
-    first = above.order_by("pk").values_list("history_date", flat=True).first()
-    last = records.aggregate(last=models.Max("pk"))["last"] or 0
-    stored = queue.stored_objects(stream.listen_safe_name(), True, using)
+    """The state of one stream (see :func:`states`)."""
+    return states(using, [stream])[0]
+
+
+def _state(stream: type[Stream], position: Position, stored: int, using: str) -> StreamState:
+    behind, last, first = records_above(stream.history_model(), position.position, using)
     return StreamState(
         subscription=stream.subscription.subscription_name(),
         model=str(stream.model._meta.label),
         position=position.position,
-        last=int(last),
-        behind=above.count(),
+        last=last,
+        behind=behind,
         lag_seconds=(timezone.now() - first).total_seconds() if first else None,
         paused=position.paused,
         stopped=position.stopped,
-        stored=len(stored),
+        stored=stored,
         leased_by=position.leased_by,
+        rate=_recent_rate(position, behind),
+        listen_name=stream.listen_safe_name(),
     )
+
+
+def delivered_since(stream: type[Stream], origin: int, using: str = "default") -> int:
+    """History records between ``origin`` (a former position) and the position now."""
+    position = position_of(stream, using).position
+    records = stream.history_model()._default_manager.using(using)
+    return int(records.filter(pk__gt=origin, pk__lte=position).count()) if position > origin else 0
+
+
+def _recent_rate(position: Position, behind: int) -> float | None:
+    moved = position.moved_at
+    if moved is not None and (timezone.now() - moved).total_seconds() <= 3 * Rate.WINDOW:
+        return position.rate
+    return 0.0 if behind else None

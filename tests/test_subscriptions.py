@@ -289,3 +289,60 @@ def test_listener_health_thresholds_per_subscription():
     follow_all(EntryIndex.streams()[0])
     follow_all(EntryExport.streams()[0])
     call_command("listener_health", "--max-lag-records", "0", stdout=StringIO())
+
+
+def test_watch_shows_progress_and_rate_until_live_and_list_and_dashboard_show_them(
+    manage, admin_client
+):
+    import json
+
+    for i in range(40):
+        Entry.objects.create(title=f"w{i}")
+    call_command("subscriptions", "pause", "entry-export", stdout=StringIO())
+    watched = manage("subscriptions", "watch", "entry-index", "--interval", "0.1",
+                     "--timeout", "60")  # fmt: skip
+    time.sleep(1.0)
+    assert watched.poll() is None  # nothing moves it yet: it keeps watching
+    proc = manage("listen", "--sweep-interval", "0.5", env={"FOLLOW_EXPORT_SLEEP": "0.01"})
+    assert watched.wait(60) == 0, watched.stderr_text()
+    assert "entry-index [follow.Entry]: live at position" in watched.out_path.read_text()
+    lines = watched.stderr_text().splitlines()  # not a terminal: a plain line now and then
+    assert lines[0].startswith("0/40 records") and lines[-1].startswith("40/40 records")
+    assert all("records/s" in line for line in lines)
+
+    out = StringIO()
+    call_command("subscriptions", "list", "--json", stdout=out)
+    listed = {row["subscription"]: row for row in json.loads(out.getvalue())}
+    assert listed["entry-index"]["rate"] > 0  # it just moved: its worker's rate
+    assert listed["entry-export"]["rate"] == 0.0 and listed["entry-export"]["eta_seconds"] is None
+    out = StringIO()
+    call_command("subscriptions", "list", stdout=out)
+    assert "rate/s" in out.getvalue() and "eta" in out.getvalue()
+
+    page = admin_client.get("/admin/pgpubsub_simplehistory/notification/dashboard/")
+    html = page.content.decode()
+    assert 'id="psh-subscriptions"' in html
+    rows = {s.subscription: s for s in page.context["dashboard"].subscriptions}
+    assert rows["entry-export"].state == "paused" and rows["entry-export"].behind == 40
+    assert rows["entry-index"].state == "live"
+
+    # a paused subscription: watch says so and exits 1
+    err = StringIO()
+    with pytest.raises(CommandError, match=r"entry-export \[follow.Entry\] is paused"):
+        call_command("subscriptions", "watch", "entry-export", "--interval", "0.1", stderr=err)
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(20) == 0
+
+
+def test_listener_health_checks_only_the_subscriptions_named():
+    for i in range(3):
+        Entry.objects.create(title=f"n{i}")
+    follow_all(EntryIndex.streams()[0])  # entry-index is live, entry-export 3 behind
+    call_command("listener_health", "--subscription", "entry-index", "--max-lag-records", "0",
+                 stdout=StringIO())  # fmt: skip
+    with pytest.raises(CommandError, match="entry-export"):
+        call_command("listener_health", "--subscription", "entry-export",
+                     "--max-lag-records", "0", stdout=StringIO())  # fmt: skip
+    with pytest.raises(CommandError, match="no subscription named 'nope'") as raised:
+        call_command("listener_health", "--subscription", "nope", stdout=StringIO())
+    assert raised.value.returncode == 2

@@ -39,6 +39,7 @@ class Migration(migrations.Migration):
                 ("attempt_from", models.BigIntegerField(blank=True, null=True)),
                 ("created_at", models.DateTimeField(default=django.utils.timezone.now)),
                 ("moved_at", models.DateTimeField(blank=True, null=True)),
+                ("rate", models.FloatField(blank=True, null=True)),
             ],
             options={
                 "db_table": "pgpubsub_simplehistory_position",

@@ -257,6 +257,12 @@ SELECT DISTINCT object_id FROM pgpubsub_simplehistory_notification
 WHERE listen_name = %(listen_name)s
   AND (state = 'pending' OR (state = 'parked' AND %(parked_blocks)s))
 
+-- stored_counts --
+-- Per listen name among %(listen_names)s: how many notifications are stored (pending or parked).
+SELECT listen_name, count(*) FROM pgpubsub_simplehistory_notification
+WHERE listen_name = ANY(%(listen_names)s) AND state IN ('pending', 'parked')
+GROUP BY listen_name
+
 -- flush --
 -- A transaction that commits durably: its commit waits for the WAL flush, which makes every
 -- earlier commit of the batch durable too (the WAL is flushed in order).

@@ -4,7 +4,7 @@ from pgpubsub import TriggerChannel
 
 from pgpubsub_simplehistory import HistoryTriggerChannel
 
-from .models import OursItem, PubsubItem
+from .models import OursItem, PubsubItem, PubsubThreeItem
 
 
 @dataclass
@@ -17,4 +17,22 @@ class OursChannel(HistoryTriggerChannel):
 @dataclass
 class PubsubChannel(TriggerChannel):
     model = PubsubItem
+    lock_notifications = True
+
+
+@dataclass
+class PubsubThreeChannelA(TriggerChannel):
+    model = PubsubThreeItem
+    lock_notifications = True
+
+
+@dataclass
+class PubsubThreeChannelB(TriggerChannel):
+    model = PubsubThreeItem
+    lock_notifications = True
+
+
+@dataclass
+class PubsubThreeChannelC(TriggerChannel):
+    model = PubsubThreeItem
     lock_notifications = True

@@ -47,6 +47,39 @@ class PubsubItem(models.Model):
         return self.name
 
 
+class SubOneItem(models.Model):
+    """Atomic history followed by one durable subscription (benchmarks/subscriptions.py)."""
+
+    name = models.CharField(max_length=50)
+    counter = models.IntegerField(default=0)
+    history = HistoricalRecords()
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class SubThreeItem(models.Model):
+    """Atomic history followed by three durable subscriptions."""
+
+    name = models.CharField(max_length=50)
+    counter = models.IntegerField(default=0)
+    history = HistoricalRecords()
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class PubsubThreeItem(models.Model):
+    """django-simple-history + three django-pgpubsub lockable channels (three consumers)."""
+
+    name = models.CharField(max_length=50)
+    counter = models.IntegerField(default=0)
+    history = PlainHistoricalRecords()
+
+    def __str__(self) -> str:
+        return self.name
+
+
 class Seen(models.Model):
     """When a benchmark listener started its callback (latency measurements)."""
 

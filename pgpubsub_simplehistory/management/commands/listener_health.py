@@ -7,8 +7,9 @@ from typing import Any
 
 from django.core.management.base import CommandError, CommandParser
 
-from pgpubsub_simplehistory import subscriptions
+from pgpubsub_simplehistory import registry, subscriptions
 from pgpubsub_simplehistory.management._options import (
+    INVALID,
     DatabaseCommand,
     add_database_argument,
     check_database,
@@ -63,6 +64,13 @@ class Command(DatabaseCommand):
             help="Exit 1 when a durable subscription's oldest undelivered record is older than "
             "this, or when one is stopped.",
         )
+        parser.add_argument(
+            "--subscription",
+            action="append",
+            metavar="NAME",
+            help="Apply --max-lag-records/--max-lag-seconds to this subscription only "
+            "(repeatable; run one probe per subscription for thresholds of its own).",
+        )
         parser.add_argument("--json", action="store_true", help="Print JSON instead of text.")
         add_database_argument(parser)
 
@@ -77,8 +85,16 @@ class Command(DatabaseCommand):
         )
         held = {h.channel: h for h in held_back_by_channel(options["database"]).values()}
         followed = subscriptions.states(options["database"])
+        wanted = options["subscription"]
+        if wanted:
+            known = {s.subscription_name() for s in registry.subscriptions()}
+            unknown = sorted(set(wanted) - known)
+            if unknown:
+                raise CommandError(f"no subscription named {unknown[0]!r}", returncode=INVALID)
         problems = list(health.problems)
         for state in followed:
+            if wanted and state.subscription not in wanted:
+                continue
             where = f"subscription {state.subscription} [{state.model}]"
             limit = options["max_lag_records"]
             if limit is not None and state.behind > limit:

@@ -1,8 +1,10 @@
-"""``manage.py subscriptions list|rewind|pause|resume``: durable subscriptions, their positions."""
+"""``manage.py subscriptions list|watch|rewind|pause|resume``: durable subscriptions and their
+positions."""
 
 from __future__ import annotations
 
 import json
+import time
 from typing import Any
 
 from django.core.management.base import CommandError, CommandParser
@@ -14,6 +16,7 @@ from pgpubsub_simplehistory.management._options import (
     add_database_argument,
     check_database,
 )
+from pgpubsub_simplehistory.progress import Progress, is_tty
 
 
 class Command(DatabaseCommand):
@@ -24,11 +27,26 @@ class Command(DatabaseCommand):
 
     def add_arguments(self, parser: CommandParser) -> None:
         sub = parser.add_subparsers(
-            dest="action", required=True, metavar="{list,rewind,pause,resume}"
+            dest="action", required=True, metavar="{list,watch,rewind,pause,resume}"
         )
         listing = sub.add_parser("list", help="show every subscription, one line per model")
         listing.add_argument("--json", action="store_true", help="Print JSON instead of a table.")
         add_database_argument(listing)
+        watch = sub.add_parser(
+            "watch",
+            help="show a progress bar (position, rate, time left) until it is live",
+            description="Show how a subscription catches up until it is live (exit 0); exit 1 "
+            "when it is paused or stopped, or still behind after --timeout.",
+        )
+        watch.add_argument("name", help="The subscription's name.")
+        watch.add_argument("--model", metavar="APP.MODEL", help="Only this model's position.")
+        watch.add_argument(
+            "--interval", type=float, default=1.0, help="Seconds between readings (default 1)."
+        )
+        watch.add_argument(
+            "--timeout", type=float, default=None, help="Give up after this many seconds."
+        )
+        add_database_argument(watch)
         rewind = sub.add_parser(
             "rewind", help="deliver again from a date or a history id (the next record first)"
         )
@@ -66,6 +84,9 @@ class Command(DatabaseCommand):
             self._list(using, options["json"])
             return
         streams = self._streams(options["name"], options.get("model"))
+        if action == "watch":
+            self._watch(streams, using, options)
+            return
         for stream in streams:
             if action == "pause":
                 position = subscriptions.set_paused(stream, True, using)
@@ -104,6 +125,46 @@ class Command(DatabaseCommand):
                 raise CommandError(f"{name} does not follow {model}", returncode=INVALID)
         return streams
 
+    def _watch(self, streams: list[Any], using: str, options: dict[str, Any]) -> None:
+        interval, timeout = options["interval"], options["timeout"]
+        if interval <= 0:
+            raise CommandError("--interval must be positive", returncode=INVALID)
+        started = time.monotonic()
+        origin = {s: subscriptions.state_of(s, using).position for s in streams}
+        terminal = is_tty(self.stderr)
+        bar = Progress(self.stderr, 1) if terminal and options["verbosity"] > 0 else None
+        last_line = 0.0
+        while True:
+            found = [subscriptions.state_of(s, using) for s in streams]
+            halted = [f for f in found if f.state in ("paused", "stopped")]
+            done = sum(subscriptions.delivered_since(s, origin[s], using) for s in streams)
+            behind = sum(f.behind for f in found)
+            rates = [f.rate for f in found if f.rate is not None]
+            rate = sum(rates) if rates else None
+            note = f"{_rate(rate)} records/s, {_seconds(behind / rate if rate else None)} left"
+            now = time.monotonic()
+            if bar is not None:
+                bar.show(done, done + behind, note)
+            elif options["verbosity"] > 0 and (now - last_line >= 5 or not behind or halted):
+                last_line = now
+                self.stderr.write(f"{done}/{done + behind} records, {note}")
+            if halted or not behind:
+                break
+            if timeout is not None and now - started > timeout:
+                if bar is not None:
+                    bar.finish()
+                raise CommandError(
+                    f"{options['name']}: still {behind} records behind after {timeout:g}s"
+                )
+            time.sleep(interval)
+        if bar is not None:
+            bar.finish()
+        for f in halted:
+            why = f.stopped or "`subscriptions resume` goes on"
+            raise CommandError(f"{f.subscription} [{f.model}] is {f.state}: {why}")
+        for f in found:
+            self.stdout.write(f"{f.subscription} [{f.model}]: live at position {f.position}")
+
     def _list(self, using: str, as_json: bool) -> None:
         found = subscriptions.states(using)
         if as_json:
@@ -119,6 +180,8 @@ class Command(DatabaseCommand):
                             "behind": s.behind,
                             "lag_seconds": s.lag_seconds,
                             "stored": s.stored,
+                            "rate": s.rate,
+                            "eta_seconds": s.eta_seconds,
                             "stopped": s.stopped or None,
                         }
                         for s in found
@@ -132,13 +195,27 @@ class Command(DatabaseCommand):
             return
         self.stdout.write(
             f"{'subscription':<28} {'model':<20} {'state':<12} {'position':>10} {'behind':>8} "
-            f"{'lag':>8}  stored"
+            f"{'lag':>8} {'rate/s':>8} {'eta':>8}  stored"
         )
         for s in found:
-            lag = f"{s.lag_seconds:.0f}s" if s.lag_seconds is not None else "-"
             self.stdout.write(
                 f"{s.subscription:<28} {s.model:<20} {s.state:<12} {s.position:>10} "
-                f"{s.behind:>8} {lag:>8}  {s.stored}"
+                f"{s.behind:>8} {_seconds(s.lag_seconds):>8} {_rate(s.rate):>8} "
+                f"{_seconds(s.eta_seconds):>8}  {s.stored}"
             )
             if s.stopped:
                 self.stdout.write(f"  stopped: {s.stopped}")
+
+
+def _seconds(value: float | None) -> str:
+    if value is None:
+        return "-"
+    if value < 120:
+        return f"{value:.0f}s"
+    if value < 7200:
+        return f"{value / 60:.0f}m"
+    return f"{value / 3600:.1f}h"
+
+
+def _rate(value: float | None) -> str:
+    return "-" if value is None else f"{value:,.0f}"
