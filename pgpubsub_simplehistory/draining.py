@@ -483,13 +483,7 @@ def reap(
     settlements = []
     for channel in channels:
         policy = RetryPolicy.of(channel)
-        for row in queue.reap(
-            channel.listen_safe_name(),
-            max_attempts=policy.max_attempts,
-            base_delay=policy.base_delay,
-            max_delay=policy.max_delay,
-            using=using,
-        ):
+        for row in queue.reap(channel.listen_safe_name(), policy.after_death, using):
             parked = row.state == "parked"
             settlements.append(
                 Settlement(

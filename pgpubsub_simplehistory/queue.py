@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from functools import cache
 from importlib import resources
 from typing import Any
 
-from django.db import connections, models
+from django.db import connections, models, transaction
 from django.db.models import Exists, OuterRef
 from django.db.models.functions import Now
 
@@ -123,23 +123,22 @@ def release(ids: Sequence[int], worker: str, using: str) -> None:
 
 
 def reap(
-    listen_name: str,
-    *,
-    max_attempts: int,
-    base_delay: float,
-    max_delay: float,
-    using: str,
+    listen_name: str, delay_or_park: Callable[[int], float | None], using: str
 ) -> list[Notification]:
-    """End the leases of a channel that ran out (their worker died): a failed attempt each;
-    parked once ``max_attempts`` is reached. Returns the reaped notifications."""
-    params = {
-        "listen_name": listen_name,
-        "max_attempts": max_attempts,
-        "base_delay": base_delay,
-        "max_delay": max_delay,
-        "error_prefix": DIED,
-    }
-    return fetch_instances(Notification, queries()["reap"], params, using)
+    """End the leases of a channel that ran out (their worker died): a failed attempt each,
+    due again after ``delay_or_park(attempts)`` seconds, or parked when it returns ``None``.
+    Returns the reaped notifications."""
+    with transaction.atomic(using=using):
+        with _execute(using, "expired_leases", {"listen_name": listen_name}) as cursor:
+            expired = cursor.fetchall()
+        if not expired:
+            return []
+        params = {
+            "ids": [row[0] for row in expired],
+            "delays": [delay_or_park(int(row[1])) for row in expired],
+            "error_prefix": DIED,
+        }
+        return fetch_instances(Notification, queries()["reap"], params, using)
 
 
 def pending_of_object(notification: Notification, using: str) -> list[Notification]:

@@ -95,12 +95,58 @@ def previous_record(record: Any, object_attname: str, using: str = "default") ->
     return found[0] if found else None
 
 
+# -- a numbered history table read as a log (durable subscriptions) ---------------------------
+
+
+def _log(history_model: type[models.Model], using: str) -> models.QuerySet[Any]:
+    records: models.QuerySet[Any] = history_model._default_manager.using(using)
+    return records
+
+
+def records_between(
+    history_model: type[models.Model], after: int, up_to: int, limit: int, using: str = "default"
+) -> list[Any]:
+    """The first ``limit`` records with ``after < history id <= up_to``, in history id order."""
+    return list(
+        _log(history_model, using).filter(pk__gt=after, pk__lte=up_to).order_by("pk")[:limit]
+    )
+
+
+def has_records_between(
+    history_model: type[models.Model], after: int, up_to: int, using: str = "default"
+) -> bool:
+    return up_to > after and _log(history_model, using).filter(pk__gt=after, pk__lte=up_to).exists()
+
+
+def count_between(
+    history_model: type[models.Model], after: int, up_to: int, using: str = "default"
+) -> int:
+    if up_to <= after:
+        return 0
+    return int(_log(history_model, using).filter(pk__gt=after, pk__lte=up_to).count())
+
+
+def last_history_id(history_model: type[models.Model], using: str = "default") -> int:
+    """The highest history id (0 for an empty table)."""
+    found = _log(history_model, using).aggregate(last=models.Max("pk"))["last"]
+    return int(found or 0)
+
+
+def first_history_id_at_or_after(
+    history_model: type[models.Model], when: Any, using: str = "default"
+) -> int | None:
+    """The lowest history id among the records with ``history_date >= when``."""
+    found = _log(history_model, using).filter(history_date__gte=when).order_by("pk")
+    first = found.values_list("pk", flat=True).first()
+    return None if first is None else int(first)
+
+
 def records_above(
     history_model: type[models.Model], position: int, using: str = "default"
 ) -> tuple[int, int, Any]:
-    """For a durable subscription at ``position`` (a numbered history id): how many records are
-    above it, the last history id, and the ``history_date`` of the first record above it
-    (``None`` when there is none). One round trip, three index probes."""
+    """For a durable subscription at ``position``: how many records are above it, the last
+    history id, and the ``history_date`` of the first record above it (``None`` when there is
+    none). One round trip, three index probes."""
     table = identifier(history_model._meta.db_table)
     pk = identifier(str(history_model._meta.pk.column))
     with connections[using].cursor() as cursor:

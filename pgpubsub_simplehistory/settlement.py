@@ -50,10 +50,15 @@ class RetryPolicy:
         """Seconds to wait after ``attempts`` failed attempts: base * 2^(attempts-1), capped."""
         return float(min(self.base_delay * (2 ** max(attempts - 1, 0)), self.max_delay))
 
-    def parks(self, attempts: int, error: BaseException) -> bool:
+    def parks(self, attempts: int, error: BaseException | None = None) -> bool:
         """Whether a notification that failed ``attempts`` times with ``error`` is parked: at
         once when it cannot be resolved (this package's errors), else when attempts run out."""
         return isinstance(error, PgpubsubSimplehistoryError) or attempts >= self.max_attempts
+
+    def after_death(self, attempts: int) -> float | None:
+        """For a notification whose worker died during its ``attempts``-th attempt: the delay
+        before it is due again, or ``None`` when it is parked."""
+        return None if self.parks(attempts) else self.delay(attempts)
 
 
 @dataclass(frozen=True)

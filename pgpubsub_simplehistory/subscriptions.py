@@ -45,10 +45,18 @@ from . import _pgtrigger, conf, queue, registry
 from ._sql import identifier
 from .channels import HistoryTriggerChannel, order_history_of
 from .dispatch import dispatch
-from .exceptions import ChannelConfigurationError, PgpubsubSimplehistoryError
+from .exceptions import ChannelConfigurationError
 from .history_models import history_model_of, numbered, object_attname
 from .models import Position
-from .records import load_records, records_above
+from .records import (
+    count_between,
+    first_history_id_at_or_after,
+    has_records_between,
+    last_history_id,
+    load_records,
+    records_above,
+    records_between,
+)
 from .resolution import resolve_record
 from .settlement import Outcome, RetryPolicy, Settlement, announce, logger
 from .trigger import MARK_CLASS, HistoryRemoval
@@ -202,20 +210,14 @@ def start_position(stream: type[Stream], start: Any, using: str = "default") -> 
     """The position before the first record to deliver from ``start`` (see
     :class:`HistorySubscription`). Raises ValueError naming what is wrong."""
     history = stream.history_model()
-    pk = str(history._meta.pk.name)
-    records = history._default_manager.using(using)
     if start == BEGINNING:
         return 0
     if start == NOW:
-        return int(records.aggregate(last=models.Max(pk))["last"] or 0)
+        return last_history_id(history, using)
     if isinstance(start, int) and not isinstance(start, bool):
         return max(start - 1, 0)
-    when = _when(start)
-    first = records.filter(history_date__gte=when).order_by(pk).values_list(pk, flat=True)[:1]
-    found = list(first)
-    if found:
-        return int(found[0]) - 1
-    return int(records.aggregate(last=models.Max(pk))["last"] or 0)
+    first = first_history_id_at_or_after(history, _when(start), using)
+    return first - 1 if first is not None else last_history_id(history, using)
 
 
 def _when(value: Any) -> datetime.datetime:
@@ -418,7 +420,7 @@ class Follower:
         at, ready = int(peek[0]), bool(peek[1])
         if not ready:
             return Followed(position=at, horizon=horizon)
-        if not self._has_records(at, horizon) and not peek[2]:
+        if not has_records_between(self.history_model, at, horizon, self.using) and not peek[2]:
             return Followed(position=at, horizon=horizon)
         with connections[self.using].cursor() as cursor:
             cursor.execute(
@@ -436,11 +438,7 @@ class Follower:
             return self._park_killer(start, horizon)
         single = attempts > 1  # the last claim at this position did not move it: a worker died
         size = 1 if single else (limit or self.stream.subscription.batch_size)
-        records = list(
-            self.history_model._default_manager.using(self.using)
-            .filter(pk__gt=start, pk__lte=horizon)
-            .order_by("pk")[:size]
-        )
+        records = records_between(self.history_model, start, horizon, size, self.using)
         if not records:
             self._release()
             return Followed(caught_up=True, position=start, horizon=horizon)
@@ -508,7 +506,7 @@ class Follower:
         return followed
 
     def _fail(self, start: int, record: Any, exc: BaseException) -> None:
-        park = isinstance(exc, PgpubsubSimplehistoryError) or self.policy.max_attempts <= 1
+        park = self.policy.parks(1, exc)
         with transaction.atomic(using=self.using):
             self._store(
                 record,
@@ -535,15 +533,11 @@ class Follower:
     def _park_killer(self, start: int, horizon: int) -> Followed:
         """The record after the position was claimed max_attempts times without the position
         moving: each time its worker died. Park it and go on."""
-        record = (
-            self.history_model._default_manager.using(self.using)
-            .filter(pk__gt=start, pk__lte=horizon)
-            .order_by("pk")
-            .first()
-        )
-        if record is None:
+        found = records_between(self.history_model, start, horizon, 1, self.using)
+        if not found:
             self._release()
             return Followed(position=start, horizon=horizon)
+        record = found[0]
         with transaction.atomic(using=self.using):
             self._store(
                 record,
@@ -560,14 +554,6 @@ class Follower:
             self.policy.max_attempts,
         )
         return Followed(stored=1, caught_up=False, position=int(record.pk), horizon=horizon)
-
-    def _has_records(self, start: int, horizon: int) -> bool:
-        return bool(
-            horizon > start
-            and self.history_model._default_manager.using(self.using)
-            .filter(pk__gt=start, pk__lte=horizon)
-            .exists()
-        )
 
     def _previous(self, records: list[Any]) -> dict[Any, Any]:
         updates = [r.pk for r in records if r.history_type == "~"]
@@ -742,8 +728,7 @@ def _state(stream: type[Stream], position: Position, stored: int, using: str) ->
 def delivered_since(stream: type[Stream], origin: int, using: str = "default") -> int:
     """History records between ``origin`` (a former position) and the position now."""
     position = position_of(stream, using).position
-    records = stream.history_model()._default_manager.using(using)
-    return int(records.filter(pk__gt=origin, pk__lte=position).count()) if position > origin else 0
+    return count_between(stream.history_model(), origin, position, using)
 
 
 def _recent_rate(position: Position, behind: int) -> float | None:

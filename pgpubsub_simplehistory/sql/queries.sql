@@ -41,25 +41,26 @@ UPDATE pgpubsub_simplehistory_notification
 SET attempts = greatest(attempts - 1, 0), leased_by = '', leased_until = NULL
 WHERE id = ANY(%(ids)s) AND leased_by = %(worker)s AND state = 'pending'
 
--- reap --
+-- expired_leases --
 -- Notifications of a channel whose lease ran out: their worker died (or lost its session)
--- while it held them. That was an attempt: retry after the backoff, or park after
--- %(max_attempts)s. Rows still locked (a listener of a live worker running long) are skipped.
+-- while it held them. Locked until the reap below (same transaction); rows still locked (a
+-- listener of a live worker running long) are skipped.
+SELECT id, attempts FROM pgpubsub_simplehistory_notification
+WHERE leased_until < now() AND listen_name = %(listen_name)s AND state = 'pending'
+FOR UPDATE SKIP LOCKED
+
+-- reap --
+-- End those leases: each was an attempt, due again after its delay (%(delays)s, seconds, on the
+-- database's clock) or parked (a NULL delay), as the channel's RetryPolicy decided.
 UPDATE pgpubsub_simplehistory_notification q
 SET leased_by = '',
     leased_until = NULL,
     last_error = %(error_prefix)s || q.leased_by || ' (attempt ' || q.attempts || ')',
     last_traceback = '',
-    state = CASE WHEN q.attempts >= %(max_attempts)s THEN 'parked' ELSE 'pending' END,
-    available_at = now() + least(
-        %(base_delay)s * power(2, greatest(q.attempts - 1, 0)), %(max_delay)s
-    ) * interval '1 second'
-FROM (
-    SELECT id FROM pgpubsub_simplehistory_notification
-    WHERE leased_until < now() AND listen_name = %(listen_name)s AND state = 'pending'
-    FOR UPDATE SKIP LOCKED
-) expired
-WHERE q.id = expired.id
+    state = CASE WHEN d.delay IS NULL THEN 'parked' ELSE 'pending' END,
+    available_at = now() + coalesce(d.delay, 0) * interval '1 second'
+FROM unnest(%(ids)s::bigint[], %(delays)s::float8[]) AS d(id, delay)
+WHERE q.id = d.id
 RETURNING q.*
 
 -- pending_of_object --
