@@ -196,7 +196,7 @@ class CappedPaginator(Paginator):  # type: ignore[type-arg]
     @cached_property
     def count(self) -> int:
         rows: Any = self.object_list
-        return int(rows[: COUNT_CAP + 1].count())
+        return queue.capped_count(rows, COUNT_CAP)
 
 
 class NotificationChangeList(ChangeList):
@@ -570,7 +570,7 @@ class NotificationAdmin(_ModelAdmin):
 
     @admin.action(description="Retry selected parked notifications", permissions=["change"])
     def retry(self, request: HttpRequest, queryset: QuerySet[Notification]) -> None:
-        skipped = queryset.exclude(state=State.PARKED).count()
+        skipped = queue.not_parked_in(queryset).count()
         done = parking.retry(queryset)
         self.message_user(
             request,
@@ -618,7 +618,7 @@ class NotificationAdmin(_ModelAdmin):
     def purge(
         self, request: HttpRequest, queryset: QuerySet[Notification]
     ) -> TemplateResponse | None:
-        parked = queryset.filter(state=State.PARKED)
+        parked = queue.parked_in(queryset)
         if request.POST.get("post") == "yes":
             done = parking.purge(parked)
             self.message_user(
@@ -639,7 +639,7 @@ class NotificationAdmin(_ModelAdmin):
             "opts": self.opts,
             "parked": list(parked[:200]),
             "parked_count": parked.count(),
-            "skipped_count": queryset.exclude(state=State.PARKED).count(),
+            "skipped_count": queue.not_parked_in(queryset).count(),
             "queryset": queryset,
             "selected": request.POST.getlist(helpers.ACTION_CHECKBOX_NAME),
             "select_across": request.POST.get("select_across", "0"),

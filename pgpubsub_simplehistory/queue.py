@@ -288,6 +288,24 @@ def parked_errors(limit: int, using: str) -> list[tuple[str, str, int, int]]:
         return [(str(n), str(m), int(c), int(i)) for n, m, c, i in cursor.fetchall()]
 
 
+def capped_count(queryset: models.QuerySet[Notification], cap: int) -> int:
+    """How many rows ``queryset`` has, counting at most ``cap`` + 1 (a full count of a long
+    queue reads every row)."""
+    return int(queryset[: cap + 1].count())
+
+
+def parked_in(queryset: models.QuerySet[Notification]) -> models.QuerySet[Notification]:
+    """The parked notifications of ``queryset``."""
+    parked: models.QuerySet[Notification] = queryset.filter(state=State.PARKED)
+    return parked
+
+
+def not_parked_in(queryset: models.QuerySet[Notification]) -> models.QuerySet[Notification]:
+    """The notifications of ``queryset`` that are not parked (pending)."""
+    pending: models.QuerySet[Notification] = queryset.exclude(state=State.PARKED)
+    return pending
+
+
 def in_flight(queryset: models.QuerySet[Notification]) -> models.QuerySet[Notification]:
     """The pending notifications of ``queryset`` a worker holds right now (leased)."""
     leased: models.QuerySet[Notification] = queryset.filter(
