@@ -1,0 +1,69 @@
+"""The SQL functions in ``pgpubsub_simplehistory/sql/*_vN.sql`` are part of every application's
+database: the history triggers migrated into applications call ``enqueue_v1``, and a database
+keeps the body that the migration which loaded it read. So a function file must not change
+silently. Changing one needs, in the same commit:
+
+* a migration of this app that loads it again (``RunSQL(sql_function(NAME))``: ``CREATE OR
+  REPLACE``), so that databases migrated before get the new body; or, when its signature
+  changes, a new version ``NAME_v2.sql`` (triggers already migrated keep calling ``_v1``);
+* the new hash below, with the migration's name beside it.
+
+Until the first release (nothing is on PyPI), pre-release databases are rebuilt instead
+(CHANGELOG: ``migrate pgpubsub_simplehistory zero``)."""
+
+from __future__ import annotations
+
+import hashlib
+from importlib import resources
+
+import pytest
+from django.db import connection
+
+#: file -> (sha256 of its text, the latest migration that loads it)
+PINNED = {
+    "claim_v1.sql": (
+        "1c0893f814a53e8683cc14e77665a653d7993575fdea1053f6726e2617fa93ae",
+        "0001_initial",
+    ),
+    "enqueue_v1.sql": (
+        "6c47766330bd06d14c4635747725da1dba45798268289e010ea0b344df2ef869",
+        "0001_initial",
+    ),
+}
+
+
+def _files() -> dict[str, str]:
+    folder = resources.files("pgpubsub_simplehistory").joinpath("sql")
+    return {
+        entry.name: entry.read_text("utf-8")
+        for entry in folder.iterdir()
+        if entry.name.endswith(".sql") and entry.name != "queries.sql"
+    }
+
+
+def test_every_sql_function_file_is_pinned_with_the_migration_that_loads_it():
+    files = _files()
+    assert set(files) == set(PINNED), "a new function file: pin it (see this module's docstring)"
+    for name, text in files.items():
+        digest, migration = PINNED[name]
+        assert hashlib.sha256(text.encode()).hexdigest() == digest, (
+            f"sql/{name} changed: add a migration that loads it again (or a new _vN for a new "
+            f"signature), then pin its new hash here (see this module's docstring)"
+        )
+        source = (
+            resources.files("pgpubsub_simplehistory")
+            .joinpath(f"migrations/{migration}.py")
+            .read_text("utf-8")
+        )
+        assert f'sql_function("{name.removesuffix(".sql")}")' in source, (name, migration)
+
+
+@pytest.mark.django_db
+def test_the_migrated_database_runs_the_pinned_bodies():
+    """What the migrations installed is what the files say (not an older body)."""
+    for name, text in _files().items():
+        function = "pgpubsub_simplehistory_" + name.removesuffix(".sql")
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT prosrc FROM pg_proc WHERE proname = %s", [function])
+            [(body,)] = cursor.fetchall()
+        assert body.strip() in text, function
