@@ -1,8 +1,11 @@
 """The one module that depends on django-pgtrigger beyond subclassing ``pgtrigger.Trigger``.
 
 Registering a trigger on a model and asking whether it is installed use pgtrigger's public
-methods; what their answers mean (the status strings of ``pgtrigger.core``) is upstream detail,
-kept here and checked by ``tests/test_upstream_contract.py``.
+methods; what their answers mean (the status strings of ``pgtrigger.core``), the migration
+operations and compiled triggers that record an installation (``pgtrigger.migrations.AddTrigger``,
+``pgtrigger.compiler.Trigger`` and its ``hash``) and the import side effect that makes Django
+accept ``Meta.triggers`` are upstream detail, kept here and checked by
+``tests/test_upstream_contract.py``.
 """
 
 from __future__ import annotations
@@ -18,6 +21,18 @@ INSTALLED = "INSTALLED"
 
 
 # django-pgtrigger annotates model classes as ``models.Model`` instances: hence the ``Any``.
+
+
+def accept_meta_triggers() -> None:
+    """Make Django accept a ``triggers`` option in model ``Meta`` classes, as it does once the
+    ``pgtrigger`` app is installed."""
+    # Imported for its side effect only: importing ``pgtrigger.apps`` appends "triggers" to
+    # ``django.db.models.options.DEFAULT_NAMES`` (nothing in it needs to be called, and its
+    # ``ready()``, which patches migrations and registers triggers, is not run). Django imports
+    # that module only for an installed app, and this package must load models (django-pgpubsub's
+    # ``Notification`` declares ``Meta.triggers``) before its system checks can report that
+    # ``pgtrigger`` is missing.
+    import pgtrigger.apps  # noqa: F401
 
 
 def register(trigger: pgtrigger.Trigger, model: Any) -> None:

@@ -5,6 +5,8 @@ from typing import Any
 from django.apps import AppConfig
 from django.conf import settings
 
+from . import _pgtrigger
+
 
 class PgpubsubSimplehistoryConfig(AppConfig):
     name = "pgpubsub_simplehistory"
@@ -21,13 +23,13 @@ class PgpubsubSimplehistoryConfig(AppConfig):
 def _accept_meta_triggers() -> None:
     """Let models declare ``Meta.triggers`` while ``pgtrigger`` is missing from INSTALLED_APPS.
 
-    Django accepts that Meta option only once ``pgtrigger.apps`` has run (it adds the name to
-    ``django.db.models.options.DEFAULT_NAMES`` when imported), which it does only for an
-    installed app. django-pgpubsub's own ``Notification`` model declares triggers, so without
+    Django accepts that Meta option only once ``pgtrigger.apps`` has been imported
+    (:func:`._pgtrigger.accept_meta_triggers`), which Django does only for an installed app.
+    django-pgpubsub's own ``Notification`` model declares triggers, so without
     this every ``manage.py`` command would crash with "'class Meta' got invalid attribute(s):
     triggers" while loading models, before system check ``E004`` could say what is missing.
     App configs are created before any models module is imported: this runs in time.
     """
     installed = {entry.rsplit(".apps.", 1)[0] for entry in settings.INSTALLED_APPS}
     if "pgtrigger" not in installed:
-        import pgtrigger.apps  # noqa: F401
+        _pgtrigger.accept_meta_triggers()

@@ -189,8 +189,9 @@ class Worker:
     # -- processing -------------------------------------------------------------------------
 
     def sweep(self) -> int:
-        """Reap the leases of dead workers, park what no channel will ever take, then process
-        every due stored notification of the lockable history channels."""
+        """Reap the leases of dead workers, park what no channel will ever take, then drain the
+        due stored notifications of the lockable history channels for up to DRAIN_SECONDS (the
+        loop of :meth:`process_available` drains the rest, between other channels' NOTIFYs)."""
         handled = 0
         self._next_sweep = time.monotonic() + self.sweep_interval
         if self.stored:
@@ -199,11 +200,10 @@ class Worker:
                 self._next_orphans = time.monotonic() + ORPHANS_INTERVAL
                 self._examined.clear()
             park_orphans(self.using, self._examined)
-        while self.stored and not self._stopping:
+        if self.stored and not self._stopping:  # one drain; the loop goes on while there is more
             drained = self._drain()
             handled += drained.handled
-            if drained.exhausted:
-                break
+            self._more = not drained.exhausted
         return handled
 
     def process_available(self, timeout: float = 0.0) -> int:

@@ -21,13 +21,18 @@ import simple_history
 from django.db import models, router, transaction
 from simple_history.models import HistoricalRecords as _SimpleHistoricalRecords
 
-from ._simple_history import cache_history_manager
+from ._simple_history import (
+    FinalizeHookRecords,
+    cache_history_manager,
+    history_manager_name,
+    writes_history_with_model,
+)
 
 #: Marker set on the wrapping ``save_base`` function.
 ATOMIC_SAVE_MARKER = "_pgpubsub_simplehistory_atomic_save"
 
 
-class HistoricalRecords(_SimpleHistoricalRecords):  # type: ignore[misc]
+class HistoricalRecords(FinalizeHookRecords):
     """django-simple-history's ``HistoricalRecords`` with atomic saves.
 
     Use it exactly like the original; only the import changes::
@@ -43,13 +48,10 @@ class HistoricalRecords(_SimpleHistoricalRecords):  # type: ignore[misc]
     on every save), which makes a tracked save cheaper.
     """
 
-    def finalize(self, sender: type[models.Model], **kwargs: Any) -> None:
-        super().finalize(sender, **kwargs)
-        if sender._meta.abstract or not _tracked_by(self, sender):
-            return
-        make_saves_atomic(sender)
-        cache_history_manager(sender, self.manager_name)
-        _trackers[sender] = self
+    def history_attached(self, model: type[models.Model]) -> None:
+        make_saves_atomic(model)
+        cache_history_manager(model, history_manager_name(self))
+        _trackers[model] = self
 
 
 #: The HistoricalRecords tracking each model tracked with this subclass (for the system checks).
@@ -59,13 +61,7 @@ _trackers: dict[type[models.Model], HistoricalRecords] = {}
 def history_written_with_model(model: type[models.Model]) -> bool:
     """True when the model's history records go to the database its rows are saved on."""
     tracker = _trackers.get(model)
-    return bool(tracker is not None and tracker.use_base_model_db)
-
-
-def _tracked_by(tracker: HistoricalRecords, sender: type[models.Model]) -> bool:
-    if getattr(sender._meta, "simple_history_manager_attribute", None) != tracker.manager_name:
-        return False
-    return sender is tracker.cls or (tracker.inherit and issubclass(sender, tracker.cls))
+    return tracker is not None and writes_history_with_model(tracker)
 
 
 def make_saves_atomic(model: type[models.Model]) -> None:
