@@ -30,7 +30,6 @@ import os
 import socket
 import threading
 import time
-import traceback
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -45,7 +44,15 @@ from .models import Notification
 from .payload import HistoryPointer
 from .records import LoadedRecords, forget_prepared
 from .resolution import load_for, resolve
-from .settlement import Outcome, RetryPolicy, Settlement, announce, logger
+from .settlement import (
+    Described,
+    Outcome,
+    RetryPolicy,
+    Settlement,
+    announce,
+    format_traceback,
+    logger,
+)
 from .statistics import Statistics
 
 #: A batch starts no notification after it ran this long; the rest go back to the queue.
@@ -64,13 +71,18 @@ class TransactionLeftAborted(Exception):
     error without rolling back to a savepoint of its own)."""
 
 
-class CommitFailed(Exception):
+class CommitFailed(Described):
     """The listeners ran, but the transaction failed at COMMIT (a deferred constraint)."""
 
 
-class SessionEnded(Exception):
+class SessionEnded(Described):
     """The server ended the database session while the notification ran (a timeout such as
     ``idle_in_transaction_session_timeout``, an administrator, a restart)."""
+
+
+class StatementCancelled(Described):
+    """The server cancelled a statement of the listeners (``statement_timeout``,
+    ``lock_timeout``, ``pg_cancel_backend``); the session goes on."""
 
 
 @dataclass
@@ -313,7 +325,42 @@ def _classify(exc: Exception, ran: bool, using: str, seconds: float) -> BaseExce
         failed = CommitFailed(f"commit failed: {type(exc).__name__}: {_first_line(exc)}")
         failed.__cause__ = exc
         return failed
+    cancelled = _sqlstate(exc) in _CANCELLED
+    if cancelled:
+        stopped = StatementCancelled(
+            f"statement cancelled by the server: {_first_line(exc)}{_cancel_hint(exc, using)}"
+        )
+        stopped.__cause__ = exc
+        return stopped
     return exc
+
+
+#: SQLSTATEs of a statement the server cancelled: query_canceled (statement_timeout,
+#: pg_cancel_backend) and lock_not_available (lock_timeout).
+_CANCELLED = {"57014": "statement_timeout", "55P03": "lock_timeout"}
+
+
+def _sqlstate(exc: BaseException) -> str | None:
+    for error in (exc, exc.__cause__):
+        code = getattr(error, "pgcode", None) or getattr(error, "sqlstate", None)
+        if code:
+            return str(code)
+    return None
+
+
+def _cancel_hint(exc: BaseException, using: str) -> str:
+    """The setting that cancelled it, as the worker's sessions have it (the transaction has
+    rolled back: the session answers)."""
+    setting = _CANCELLED[str(_sqlstate(exc))]
+    try:
+        with connections[using].cursor() as cursor:
+            cursor.execute("SELECT current_setting(%s)", [setting])
+            shown = str(cursor.fetchone()[0])
+    except Exception:
+        return ""
+    if shown in ("0", "0ms"):
+        return f" ({setting} is off on the worker's sessions: set by the listener, or cancelled)"
+    return f" ({setting} = {shown} on the worker's sessions)"
 
 
 #: SQLSTATEs of a session the server ends: idle_in_transaction_session_timeout, operator
@@ -389,7 +436,7 @@ def _transaction_aborted(using: str) -> bool:
 
 def describe(error: BaseException) -> str:
     """The ``last_error`` of a failure."""
-    if isinstance(error, (CommitFailed, SessionEnded)):
+    if isinstance(error, Described):
         return str(error)
     return f"{type(error).__name__}: {error}"
 
@@ -405,12 +452,11 @@ def _settle_failure(
     policy = RetryPolicy.of(channel)
     park = policy.parks(row.attempts, error)
     delay = policy.delay(row.attempts)
-    cause = error.__cause__ if isinstance(error, (CommitFailed, SessionEnded)) else error
     settled = queue.settle_failure(
         row,
         worker=worker,
         error=describe(error),
-        traceback="".join(traceback.format_exception(cause or error)),
+        traceback=format_traceback(error),
         park=park,
         delay=delay,
         using=using,

@@ -5,8 +5,10 @@ signal are made, once the transaction that settled it has committed.
 
 from __future__ import annotations
 
+import copy
 import enum
 import logging
+import traceback
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -15,6 +17,28 @@ from . import signals
 from .exceptions import PgpubsubSimplehistoryError
 
 logger = logging.getLogger("pgpubsub_simplehistory")
+
+
+class Described(Exception):
+    """An error this package made to say what happened (a failed COMMIT, a session the server
+    ended, a statement it cancelled); its ``__cause__`` is what was raised."""
+
+
+def exc_info(error: BaseException) -> tuple[type[BaseException], BaseException, Any]:
+    """``exc_info`` for logging ``error`` with one traceback: where it was raised (for a
+    :class:`Described` error, where its cause was), without the chain of exceptions behind it
+    (a Django database error wraps the driver's, whose traceback ends in Django's cursor)."""
+    shown = error.__cause__ if isinstance(error, Described) and error.__cause__ else error
+    try:
+        alone = copy.copy(shown)  # a copy has no __cause__, __context__ or __traceback__
+    except Exception:
+        alone = shown
+    return type(shown), alone, shown.__traceback__
+
+
+def format_traceback(error: BaseException) -> str:
+    """The one traceback of ``error`` (see :func:`exc_info`) as text."""
+    return "".join(traceback.format_exception(*exc_info(error)))
 
 
 class Outcome(enum.Enum):
@@ -155,13 +179,12 @@ def _log(settled: Settlement) -> None:
         else:
             what = "its changes were rolled back"
         error = settled.error
-        cause = error.__cause__ if error is not None and error.__cause__ is not None else error
         logger.error(
             "listener failed for %s: %s; %s",
             settled.where(),
             _first_line(error),
             what,
-            exc_info=cause,  # one traceback: the listener's (or the COMMIT's, the session's)
+            exc_info=exc_info(error) if error is not None else None,
             extra=settled.log_fields(),
         )
 

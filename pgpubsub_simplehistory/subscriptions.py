@@ -31,7 +31,6 @@ import dataclasses
 import datetime
 import hashlib
 import time
-import traceback
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -58,7 +57,14 @@ from .records import (
     records_between,
 )
 from .resolution import resolve_record
-from .settlement import Outcome, RetryPolicy, Settlement, announce, logger
+from .settlement import (
+    Outcome,
+    RetryPolicy,
+    Settlement,
+    announce,
+    format_traceback,
+    logger,
+)
 from .trigger import MARK_CLASS, HistoryRemoval
 
 #: Where a new subscription starts: the first record, or only changes from now on.
@@ -511,7 +517,7 @@ class Follower:
             self._store(
                 record,
                 error=f"{type(exc).__name__}: {exc}",
-                traceback="".join(traceback.format_exception(exc)),
+                traceback=format_traceback(exc),
                 attempts=1,
                 park=park,
                 delay=self.policy.delay(1),
