@@ -178,18 +178,28 @@ def _check_history_types(channel: type[Any]) -> list[CheckMessage]:
     errors: list[CheckMessage] = []
     for listener in channel.listeners():
         missing = sorted(listener.history_types - published)
-        if missing:
-            errors.append(
-                Error(
-                    f"listener {listener.name} subscribes to history type(s) "
-                    f"{' '.join(missing)} of {channel.name()}, whose trigger publishes only "
-                    f"{' '.join(sorted(published))}",
-                    hint=f"Add them to {channel.__qualname__}.history_types (then run "
-                    "makemigrations and migrate), or subscribe with another decorator.",
-                    obj=channel,
-                    id=f"{APP}.E008",
-                )
+        if not missing:
+            continue
+        if is_stream(channel):  # a durable subscription: no trigger of its own
+            subscription = channel.subscription
+            what = (
+                f"durable subscription {subscription.subscription_name()} "
+                f"[{channel.model._meta.label}], which delivers only"
             )
+            fix = f"Add them to {subscription.__qualname__}.history_types"
+        else:
+            what = f"{channel.name()}, whose trigger publishes only"
+            fix = f"Add them to {channel.__qualname__}.history_types (then run makemigrations "
+            fix += "and migrate)"
+        errors.append(
+            Error(
+                f"listener {listener.name} subscribes to history type(s) {' '.join(missing)} "
+                f"of {what} {' '.join(sorted(published))}",
+                hint=f"{fix}, or subscribe with another decorator.",
+                obj=channel.subscription if is_stream(channel) else channel,
+                id=f"{APP}.E008",
+            )
+        )
     return errors
 
 

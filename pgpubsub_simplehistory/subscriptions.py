@@ -92,8 +92,10 @@ class HistorySubscription:
             (ISO 8601 text too: the first record recorded then or later), or a history id
             (that record first).
         name: Its name (default: the class path); its positions are stored under it.
-        history_types, max_attempts, retry_base_delay, retry_max_delay, parked_blocks_object:
-            As for a channel.
+        history_types: The history types it delivers (default ``"+~-"``); its position moves
+            past the others.
+        max_attempts, retry_base_delay, retry_max_delay, parked_blocks_object: As for a
+            channel.
         batch_size: Records delivered in one transaction while catching up.
     """
 
@@ -471,6 +473,8 @@ class Follower:
         stored = 0
         with transaction.atomic(using=self.using):
             for record in records:
+                if record.history_type not in self.stream.history_types:
+                    continue  # not delivered by this subscription: the position moves past it
                 object_id = str(getattr(record, self.attname))
                 if object_id in held:
                     self._store(record)

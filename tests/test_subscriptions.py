@@ -49,6 +49,30 @@ def history_ids() -> list[int]:
     return sorted(HistoricalEntry.objects.values_list("history_id", flat=True))
 
 
+def test_a_subscription_delivers_only_its_history_types_and_moves_past_the_others(
+    isolated_registry,
+):
+    kept = Entry.objects.create(title="kept")
+    gone = Entry.objects.create(title="gone")
+    kept.title = "kept, renamed"
+    kept.save()
+    gone.delete()
+    seen: list[tuple[int, str]] = []
+    saves = type(
+        "SavesOnly", (HistorySubscription,),
+        {"model": Entry, "name": "saves-only", "history_types": "+~", "__module__": __name__},
+    )  # fmt: skip
+    post_save_listener(saves)(lambda event: seen.append((event.history_id, event.history_type)))
+    [stream] = saves.streams()
+    follow_all(stream)
+    records = HistoricalEntry.objects.order_by("history_id")
+    assert seen == [(r.history_id, r.history_type) for r in records if r.history_type != "-"]
+    assert len(seen) == 3
+    # the delete was not delivered, and the position is past it: nothing is behind
+    assert subscriptions.state_of(stream).position == records.last().history_id
+    assert subscriptions.state_of(stream).behind == 0
+
+
 def test_starts_from_the_beginning_a_date_or_a_history_id(isolated_registry):
     old = [Entry.objects.create(title=f"old {i}") for i in range(3)]
     HistoricalEntry.objects.update(
@@ -86,10 +110,12 @@ def test_starts_from_the_beginning_a_date_or_a_history_id(isolated_registry):
 
 
 def test_the_switch_from_past_to_live_loses_and_repeats_nothing_with_a_transaction_open(manage):
-    """200 changes in the past, then a worker starts; while it catches up a writer commits more
-    changes, and one transaction that allocated its history id early stays open across the
-    switch and across a batch boundary before it commits. Every history id is delivered to
-    each subscription exactly once, each object's changes in history order."""
+    """200 changes in the past; one transaction numbers a record after them and stays open while
+    a worker starts and a writer commits 150 more changes, numbered after it. Nothing at or past
+    the open transaction's history id is delivered before it commits. Then every history id is
+    delivered to each subscription exactly once, each object's changes in history order.
+    (tests/test_subscription_workers.py holds a transaction open while a subscription crosses
+    batch boundaries below it.)"""
     entries = [Entry.objects.create(title=f"e{i}") for i in range(40)]
     for round_ in range(4):
         for entry in entries:
@@ -97,11 +123,13 @@ def test_the_switch_from_past_to_live_loses_and_repeats_nothing_with_a_transacti
             entry.save()
     held_open = threading.Event()
     release = threading.Event()
+    held: list[int] = []
 
     def long_transaction() -> None:
         try:
             with transaction.atomic():
                 late = Entry.objects.create(title="held open")  # history id allocated now
+                held.append(late.history.get().history_id)
                 held_open.set()
                 release.wait(20)
                 late.status = "committed late"
@@ -127,7 +155,15 @@ def test_the_switch_from_past_to_live_loses_and_repeats_nothing_with_a_transacti
     writing = threading.Thread(target=writer)
     writing.start()
     writing.join(60)
-    time.sleep(1.0)  # the worker is live now, several batches past the open transaction's id
+    # The worker has been running for as long as the writer wrote, and has delivered nothing at
+    # or past the open transaction's id: its horizon stops below an id allocated by a
+    # transaction still open. (Here it delivered nothing at all: every reading of the horizon
+    # saw that transaction open, since the worker started after it opened.)
+    time.sleep(1.0)
+    for name in ("entry-index", "entry-export"):
+        assert all(i < held[0] for i in delivered(name)), name
+        position = Position.objects.filter(subscription=name).first()
+        assert position is None or position.position < held[0], name
     release.set()
     holder.join(30)
     every = history_ids()

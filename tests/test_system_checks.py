@@ -9,6 +9,7 @@ import os
 import subprocess
 import sys
 import textwrap
+import time
 import uuid
 from pathlib import Path
 
@@ -369,3 +370,195 @@ def test_W002_printed_by_migrate_when_no_migration_installs_the_trigger(migrated
     output = ok(project.manage("migrate"))  # makemigrations forgotten
     assert "(pgpubsub_simplehistory.W002) the trigger of mini.channels.OrderChannel" in output
     assert "is uninstalled in database 'default'" in output
+
+
+ON_DELETE = """
+
+@psh.post_delete_listener(OrderChannel)
+def on_delete(old):
+    print("deleted", old.pk, flush=True)
+"""
+
+
+def test_E008_listener_on_a_history_type_its_channel_does_not_publish(project):
+    """The channel's trigger stores creates and updates only; a delete listener would never
+    receive anything. The save listener beside it is fine and not reported."""
+    project.channel("Order", types="+~", extra=ON_DELETE)
+    report = assert_check_error(
+        project,
+        "E008",
+        "listener mini.channels.on_delete subscribes to history type(s) - of "
+        "mini.channels.OrderChannel, whose trigger publishes only + ~",
+        "HINT: Add them to OrderChannel.history_types (then run makemigrations and migrate), "
+        "or subscribe with another decorator.",
+    )
+    assert report.count("pgpubsub_simplehistory.E008") == 1  # not on_save: + ~ are published
+    assert "on_save" not in report
+
+    project.channel("Order", types="+~-", extra=ON_DELETE)  # following the hint
+    assert "System check identified no issues" in ok(project.manage("check"))
+
+
+def test_E008_listener_on_a_history_type_its_subscription_does_not_deliver(project):
+    """The same mistake on a durable subscription. A subscription has no trigger of its own
+    (its history_types change no migration): the hint names the class to edit, the
+    subscription as declared, and following it is enough."""
+    subscription = """
+        import pgpubsub_simplehistory as psh
+
+        from .models import Order
+
+
+        class Feed(psh.HistorySubscription):
+            model = Order
+            name = "feed"
+            history_types = "{types}"
+
+
+        @psh.post_delete_listener(Feed)
+        def gone(old):
+            pass
+        """
+    project.write("mini/channels.py", subscription.format(types="+~"))
+    report = assert_check_error(
+        project,
+        "E008",
+        "listener mini.channels.gone subscribes to history type(s) - of durable subscription "
+        "feed [mini.Order], which delivers only + ~",
+    )
+    assert "<class 'mini.channels.Feed'>" in report  # the class declared, not its stream
+    assert "HINT: Add them to Feed.history_types" in report, report
+    assert "makemigrations" not in report, report
+
+    project.write("mini/channels.py", subscription.format(types="+~-"))  # following the hint
+    assert "System check identified no issues" in ok(project.manage("check"))
+
+
+UUID_MODEL = """
+
+import uuid
+
+
+class Ticket(models.Model):
+    subject = models.CharField(max_length=20)
+    history = HistoricalRecords(history_id_field=models.UUIDField(default=uuid.uuid4))
+"""
+
+TICKET_SUBSCRIPTION = """
+import pgpubsub_simplehistory as psh
+
+from .models import Ticket
+
+
+class TicketFeed(psh.HistorySubscription):
+    model = Ticket
+    name = "ticket-feed"
+
+
+@psh.post_save_listener(TicketFeed)
+def feed(new):
+    print("fed", new.pk, flush=True)
+"""
+
+
+def test_E009_durable_subscription_on_a_model_with_uuid_history_ids(project):
+    """A subscription moves along history ids; UUIDs have no order. Both ways out of the hint
+    work: the default AutoField history id, or a lockable channel instead of the
+    subscription."""
+    project.write("mini/models.py", MODELS + UUID_MODEL)
+    project.write("mini/channels.py", TICKET_SUBSCRIPTION)
+    report = assert_check_error(
+        project,
+        "E009",
+        "ticket-feed follows mini.Ticket, whose history ids are not numbered (UUIDs): a durable "
+        "subscription moves along history ids, which must come from a sequence",
+        "HINT: Follow it with a lockable channel instead, or give its history the default "
+        "AutoField history_id.",
+    )
+    assert report.count("pgpubsub_simplehistory.E009") == 1
+
+    numbered = UUID_MODEL.replace(
+        "HistoricalRecords(history_id_field=models.UUIDField(default=uuid.uuid4))",
+        "HistoricalRecords()",
+    )
+    project.write("mini/models.py", MODELS + numbered)
+    assert "System check identified no issues" in ok(project.manage("check"))
+
+    project.write("mini/models.py", MODELS + UUID_MODEL)
+    project.channel("Ticket")  # a lockable channel follows UUID history ids
+    assert "System check identified no issues" in ok(project.manage("check"))
+
+
+def start(project: Project, *args: str) -> tuple[subprocess.Popen[str], Path]:
+    """``python -m django <args>`` in the background; its output goes to the returned file."""
+    env = {k: v for k, v in os.environ.items() if k != "DATABASE_URL"}
+    env.update(DJANGO_SETTINGS_MODULE="settings", PYTHONPATH=str(project.root))
+    output = project.root / f"{args[0]}.out"
+    with output.open("w") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "django", *args],
+            cwd=project.root,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            text=True,
+        )
+    return proc, output
+
+
+def test_adding_or_removing_a_listener_changes_no_migration_and_loses_no_change(
+    migrated_project,
+):
+    """What a trigger stores depends on its channel alone: after the first migrate, adding a
+    delete listener (to a channel that publishes deletes), removing the save listener, and
+    removing every listener leave ``makemigrations --check`` and ``check`` clean, with the
+    trigger installed as defined. A delete made before the delete listener existed was stored,
+    and the worker started with the new listener delivers it."""
+    project = migrated_project
+    ok(project.manage("makemigrations", "mini"))
+    ok(project.manage("migrate"))
+    no_changes = ["makemigrations", "--check", "--dry-run"]
+
+    def clean() -> None:
+        assert "No changes detected" in ok(project.manage(*no_changes))
+        for check in (["check"], ["check", "--database", "default"]):
+            output = ok(project.manage(*check))
+            assert "System check identified no issues" in output, output
+
+    clean()
+    made = ok(
+        project.manage(
+            "shell",
+            "-c",
+            "from mini.models import Order; o = Order.objects.create(); print('made', o.pk); "
+            "o.delete()",
+        )
+    )
+    pk = int(made.split("made ", 1)[1].split()[0])
+
+    project.channel("Order", extra=ON_DELETE)  # a delete listener added
+    clean()
+    worker, output = start(project, "listen", "--sweep-interval", "0.5")
+    try:
+        deadline = time.monotonic() + 60
+        while f"deleted {pk}" not in output.read_text() and time.monotonic() < deadline:
+            assert worker.poll() is None, output.read_text()
+            time.sleep(0.2)
+        assert f"saved {pk}" in output.read_text() and f"deleted {pk}" in output.read_text(), (
+            output.read_text()
+        )
+    finally:
+        worker.terminate()
+        worker.wait(30)
+    assert "Traceback" not in output.read_text(), output.read_text()
+
+    project.write(
+        "mini/channels.py",
+        CHANNEL.format(model="Order", types="+~-").split("@psh.post_save_listener")[0] + ON_DELETE,
+    )  # the save listener removed
+    clean()
+    project.write(
+        "mini/channels.py", CHANNEL.format(model="Order", types="+~-").split("@psh.")[0]
+    )  # no listener at all
+    clean()

@@ -10,7 +10,7 @@ from typing import Any
 import pgpubsub_simplehistory as psh
 
 from .models import Delivered
-from .subscriptions import EntryExport, EntryIndex
+from .subscriptions import STARTING, EntryExport, EntryIndex
 
 
 def _record(name: str, old: Any, new: Any, event: psh.HistoryEvent) -> None:
@@ -39,3 +39,17 @@ def index(old: Any, new: Any, event: psh.HistoryEvent) -> None:
 def export(old: Any, new: Any, event: psh.HistoryEvent) -> None:
     time.sleep(float(os.environ.get("FOLLOW_EXPORT_SLEEP", "0")))
     _record("entry-export", old, new, event)
+
+
+def _recorder(name: str) -> Any:
+    def record(old: Any, new: Any, event: psh.HistoryEvent) -> None:
+        _record(name, old, new, event)
+
+    record.__qualname__ = f"record[{name}]"
+    return record
+
+
+for _subscription in STARTING:  # FOLLOW_STARTS (see subscriptions.py)
+    _listener = _recorder(_subscription.subscription_name())
+    psh.post_save_listener(_subscription)(_listener)
+    psh.post_delete_listener(_subscription)(_listener)

@@ -20,3 +20,30 @@ class EntryExport(HistorySubscription):
     model = Entry
     name = "entry-export"
     batch_size = 50
+
+
+def _starting(spec: str) -> list[type[HistorySubscription]]:
+    """``FOLLOW_STARTS="date=2025-01-01,id=7,now=now"``: one subscription ``from-<label>`` per
+    item, starting there (digits are a history id), in batches of 2. Declared only in the
+    processes given that variable (tests/test_subscription_workers.py), so that the other tests
+    see two subscriptions."""
+    declared = []
+    for item in filter(None, spec.split(",")):
+        label, _, start = item.partition("=")
+        declared.append(
+            type(
+                f"EntryFrom{label.title()}",
+                (HistorySubscription,),
+                {
+                    "__module__": __name__,
+                    "model": Entry,
+                    "name": f"from-{label}",
+                    "start": int(start) if start.isdigit() else start,
+                    "batch_size": 2,
+                },
+            )
+        )
+    return declared
+
+
+STARTING = _starting(os.environ.get("FOLLOW_STARTS", ""))
