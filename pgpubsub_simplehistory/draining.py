@@ -1,25 +1,29 @@
-"""Draining the queue: claim a batch of stored notifications, then run each in a transaction of
-its own and settle it.
+"""Draining the queue: claim a batch of stored notifications, run them, settle each.
 
 * **Claim** (``queue.claim``, autocommit): up to ``PGPUBSUB_SIMPLEHISTORY_BATCH_SIZE`` due
   notifications, oldest first, at most one per object. Each one's attempt is counted and the row
   leased to this worker *before* any listener runs, so that a worker that dies in a listener
   leaves a trace: its lease runs out and the notification is reaped as a failed attempt
   (``reap``). Their history records are then loaded in one query per channel.
-* **Run**, one transaction per notification: its first statement deletes the row if this worker
-  still holds it (``queue.take``; the row stays locked until the commit, so no other worker can
-  take it over meanwhile), then the listeners run, then the commit makes their writes and "done"
-  durable together. Whatever fails — a listener, the COMMIT itself (a deferred constraint), the
-  session (the server ended it) — is that notification's failure alone: it is settled (retry
-  with backoff, or park) and the batch goes on with the next one.
-* **Group commit**: each notification's transaction commits without waiting for the WAL flush;
+* **Run together** while that works: the batch's listeners run in one transaction, which ends
+  by deleting their notifications in one statement if this worker still holds every one
+  (``queue.take_batch``) and commits: no round trip per notification. A listener that fails
+  is that notification's failure (settled: retry with backoff, or park), and the others run
+  again together; a failure that cannot be pinned on one notification (the COMMIT, a session
+  the server ended, a lease another worker took over) sends them to run one by one.
+* **Run one by one**: a transaction per notification, whose first statement deletes the row if
+  this worker still holds it (``queue.take``; the row stays locked until the commit), then the
+  listeners, then the commit. Whatever fails — a listener, the COMMIT itself (a deferred
+  constraint), the session — is that notification's failure alone. A notification reaped from
+  a dead worker runs so, last in its batch (it may kill this worker too).
+* **Group commit**: the notifications' transactions commit without waiting for the WAL flush;
   one durable commit at the end of the batch flushes them all before any is logged, signalled
   or counted. A server crash in between loses those commits whole (the listeners' writes with
   "done"), so the notifications run again: exactly-once database effects hold.
 * **Bound the batch**: after ``BATCH_SECONDS`` the notifications not started yet are released
   (their attempt taken back) for any worker; a ``Watchdog`` releases them as soon as one listener
   has run ``PGPUBSUB_SIMPLEHISTORY_RELEASE_AFTER`` seconds, so that a slow listener holds back
-  nothing but its own object.
+  nothing but its own object (and the commit of those run before it in its transaction).
 
 Log lines and signals follow each commit (``settlement.announce``).
 """
@@ -69,6 +73,12 @@ def worker_id() -> str:
 class TransactionLeftAborted(Exception):
     """A listener returned normally but left its transaction unusable (it caught a database
     error without rolling back to a savepoint of its own)."""
+
+
+LEFT_ABORTED = (
+    "the listener returned, but its transaction was aborted by a database error it caught; "
+    "wrap the statements that may fail in transaction.atomic()"
+)
 
 
 class CommitFailed(Described):
@@ -179,11 +189,22 @@ def process_batch(
     deadline = time.monotonic() + BATCH_SECONDS
     if watchdog is not None:
         watchdog.watch(running)
+
+    def stop_here() -> bool:
+        return time.monotonic() > deadline or (should_stop is not None and should_stop())
+
     try:
+        # Together while that works (see _run_together); one transaction each from the first
+        # failure it cannot pin on one notification, and for a notification reaped from a dead
+        # worker (it may kill this one too: nothing else may ride on its transaction).
+        together = len(rows) > 1 and not any(row.last_error.startswith(queue.DIED) for row in rows)
+        while together and running.has_waiting() and not (settlements and stop_here()):
+            done, together = _run_together(by_name, worker, using, loaded, running, stop_here)
+            for one in done:
+                drained.count(one)
+                settlements.append(one)
         while (row := running.next()) is not None:
-            if drained.handled and (
-                time.monotonic() > deadline or (should_stop is not None and should_stop())
-            ):
+            if settlements and stop_here():
                 running.give_back(row)
                 break
             channel = by_name[row.listen_name]
@@ -264,6 +285,10 @@ class Running:
             self.started = time.monotonic()
             return self.waiting.pop(0)
 
+    def has_waiting(self) -> bool:
+        with self.lock:
+            return bool(self.waiting)
+
     def give_back(self, row: Notification) -> None:
         with self.lock:
             self.started = None
@@ -278,6 +303,118 @@ class Running:
         rows = self.take_waiting()
         if rows:
             queue.release([row.pk for row in rows], self.worker, self.using)
+
+
+def _run_together(
+    by_name: dict[str, Channel],
+    worker: str,
+    using: str,
+    loaded: dict[str, LoadedRecords],
+    running: Running,
+    stop_here: Callable[[], bool],
+) -> tuple[list[Settlement], bool]:
+    """Run the batch's notifications in one transaction, and delete them at its end with one
+    statement (``queue.take_batch``): no round trip of its own per notification. It commits
+    only if this worker still held every one of them.
+
+    On a failure it rolls back. A listener that raised (or left the transaction aborted, or
+    whose statement the server cancelled) is that notification's failure: it is settled, once
+    for this attempt, and the others it ran go back to the front of ``running`` to run again.
+    A failure it cannot pin on one notification (the COMMIT, the session, a lease taken over)
+    sends them all back to run one transaction each (``_run``), where it is settled alone.
+    Returns the settlements (processed ones committed, not yet flushed) and whether to go on
+    together."""
+    ran: list[tuple[Channel, Notification, float, float]] = []  # channel, row, started, took
+    attempted: list[Notification] = []
+    running_now: tuple[Channel, Notification, float] | None = None
+    try:
+        with transaction.atomic(using=using):
+            while (row := running.next()) is not None:
+                if ran and stop_here():
+                    running.give_back(row)
+                    break
+                attempted.append(row)
+                channel = by_name[row.listen_name]
+                started = time.perf_counter()
+                running_now = (channel, row, started)
+                pointer = HistoryPointer.of_notification(row)
+                records = loaded.get(row.listen_name)
+                dispatch(resolve(channel, pointer, using=using, loaded=records))
+                if _transaction_aborted(using):
+                    raise TransactionLeftAborted(LEFT_ABORTED)
+                running_now = None
+                ran.append((channel, row, started, time.perf_counter() - started))
+            if not ran:
+                return [], True
+            taken_at = time.perf_counter()
+            taken = queue.take_batch([row.pk for _, row, _, _ in ran], worker, using)
+            if len(taken) != len(ran):
+                raise _NotHeld()  # another worker took some over (a lease ran out)
+    except Exception as exc:
+        blamed = _blame(exc, ran, running_now, using)
+        for other in reversed(attempted):
+            if blamed is None or other is not blamed[1]:
+                running.give_back(other)
+        if blamed is None:
+            return [], False
+        channel, row, started, took = blamed
+        error = _classify(exc, False, using, took)
+        return [_settle_failure(channel, row, error, worker, using, started)], True
+    processed = [
+        _settlement(
+            channel,
+            row,
+            Outcome.PROCESSED,
+            started,
+            lag=taken[row.pk] - (taken_at - started),  # at its listeners' start
+            duration=took,
+        )
+        for channel, row, started, took in ran
+    ]
+    return processed, True
+
+
+def _blame(
+    exc: Exception,
+    ran: list[tuple[Channel, Notification, float, float]],
+    running_now: tuple[Channel, Notification, float] | None,
+    using: str,
+) -> tuple[Channel, Notification, float, float] | None:
+    """The notification of a failed batch transaction whose failure ``exc`` is: the one whose
+    listener raised; or, when the server ended the session, the one whose listener ran longer
+    than ``idle_in_transaction_session_timeout`` (the longest). None when it cannot tell."""
+    now = time.perf_counter()
+    lost = _session_lost(exc) or not _usable(using)
+    if running_now is not None and not lost:
+        channel, row, started = running_now
+        return channel, row, started, now - started
+    if not lost:
+        return None
+    connections[using].close()  # the next statement opens a new session
+    candidates = list(ran)
+    if running_now is not None:
+        channel, row, started = running_now
+        candidates.append((channel, row, started, now - started))
+    limit = _idle_limit(using)
+    longest = max(candidates, key=lambda c: c[3], default=None)
+    return longest if longest is not None and 0 < limit <= longest[3] else None
+
+
+def _idle_limit(using: str) -> float:
+    """``idle_in_transaction_session_timeout`` of the worker's sessions, in seconds (0: off)."""
+    try:
+        with connections[using].cursor() as cursor:
+            cursor.execute(
+                "SELECT setting::float / 1000 FROM pg_settings "
+                "WHERE name = 'idle_in_transaction_session_timeout'"
+            )
+            return float(cursor.fetchone()[0])
+    except Exception:
+        return 0.0
+
+
+class _NotHeld(Exception):
+    """A notification of a batch run together was taken over by another worker."""
 
 
 def _run(
@@ -301,10 +438,7 @@ def _run(
                 resolve(channel, HistoryPointer.of_notification(row), using=using, loaded=loaded)
             )
             if _transaction_aborted(using):
-                raise TransactionLeftAborted(
-                    "the listener returned, but its transaction was aborted by a database error "
-                    "it caught; wrap the statements that may fail in transaction.atomic()"
-                )
+                raise TransactionLeftAborted(LEFT_ABORTED)
             ran = True
     except Exception as exc:
         error = _classify(exc, ran, using, time.perf_counter() - started)
@@ -503,6 +637,7 @@ def _settlement(
     error: BaseException | None = None,
     retry_in: float | None = None,
     lag: float | None = None,
+    duration: float | None = None,
 ) -> Settlement:
     return Settlement(
         channel=channel,
@@ -512,7 +647,7 @@ def _settlement(
         history_type=row.history_type,
         notification_id=row.pk,
         attempt=row.attempts,
-        duration=time.perf_counter() - started,
+        duration=time.perf_counter() - started if duration is None else duration,
         error=error,
         retry_in=retry_in,
         lag=lag,

@@ -84,6 +84,15 @@ def take(notification: Notification, worker: str, using: str) -> float | None:
     return None if row is None else float(row[0])
 
 
+def take_batch(ids: Sequence[int], worker: str, using: str) -> dict[int, float]:
+    """Delete claimed notifications at the end of the transaction that ran their listeners, if
+    ``worker`` still holds them: the seconds since each change was stored, by id (an id
+    missing: another worker took it over; the caller rolls back)."""
+    params = {"ids": list(ids), "worker": worker}
+    with _execute(using, "take_batch", params) as cursor:
+        return {int(row[0]): float(row[1]) for row in cursor.fetchall()}
+
+
 def settle_failure(
     notification: Notification,
     *,

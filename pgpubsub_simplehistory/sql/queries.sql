@@ -21,6 +21,15 @@ DELETE FROM pgpubsub_simplehistory_notification
 WHERE id = %(id)s AND leased_by = %(worker)s AND state = 'pending'
 RETURNING extract(epoch FROM now() - created_at), set_config('synchronous_commit', 'off', true)
 
+-- take_batch --
+-- Last statement of a batch run in one transaction (draining.py, _run_together): delete the
+-- notifications whose listeners ran, if %(worker)s still holds every one of them (the caller
+-- rolls back otherwise). Returns each one's seconds since its change was stored, now.
+DELETE FROM pgpubsub_simplehistory_notification
+WHERE id = ANY(%(ids)s) AND leased_by = %(worker)s AND state = 'pending'
+RETURNING id, extract(epoch FROM clock_timestamp() - created_at),
+    set_config('synchronous_commit', 'off', true)
+
 -- settle_failure --
 -- Record a failed attempt (already counted by the claim) and end the lease: due again after
 -- %(delay)s seconds on the database's clock, or parked.
