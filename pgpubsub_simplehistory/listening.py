@@ -50,9 +50,11 @@ BACKLOG = 100
 LINGER_SECONDS = 0.5
 LINGER_POLL = 0.002
 #: Advisory-lock key spaces of the wake-up protocol (sql/enqueue_v1.sql uses the same): the
-#: key awake workers hold, and the one writers in flight hold.
+#: key awake workers hold, and the one writers in flight hold ...
 ADVISORY_CLASS = 29555
 WRITING_CLASS = 29557
+#: ... and the one every worker's listen connection holds while it is connected.
+LISTENING_CLASS = 29556
 #: After LINGER_SECONDS, writers still in flight are looked at between waits, this often.
 AWAIT_POLL = 0.05
 RECONNECT_MAX_DELAY = 5.0
@@ -147,7 +149,13 @@ class Worker:
     # -- connection -------------------------------------------------------------------------
 
     def start(self) -> None:
-        """Open the listen connection, LISTEN on every channel, then catch up on the queue."""
+        """Open the listen connection, LISTEN on every channel, then catch up on the queue.
+
+        Writers ring no doorbell while no worker listens (sql/enqueue_v1.sql): the listen
+        connection holds each stored channel's listening key from the start. The sweep wakes
+        the worker (it drains awake), so it then falls asleep like after any drain, claiming
+        again once the writers in flight have ended: a writer that saw nobody listening is
+        one of them."""
         self._connect()
         if self.stored and self._watchdog is None:
             self._watchdog = Watchdog(using=self.using)
@@ -166,6 +174,10 @@ class Worker:
             for channel in self.channels:
                 cursor.execute(f'LISTEN "{channel.listen_safe_name()}"')
                 logger.info("listening on %s", channel.name())
+            for name in sorted(self._stored_names):  # held as long as this session lives
+                cursor.execute(
+                    "SELECT pg_advisory_lock_shared(%s, hashtext(%s))", [LISTENING_CLASS, name]
+                )
             cursor.close()
         self._source = _source_for(raw, self._queue)
 

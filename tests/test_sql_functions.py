@@ -26,8 +26,8 @@ PINNED = {
         "0001_initial",
     ),
     "enqueue_v1.sql": (
-        "6c47766330bd06d14c4635747725da1dba45798268289e010ea0b344df2ef869",
-        "0001_initial",
+        "b060a9cea6f55f3ab8444242cb3e05091cad4909b2213dcc9abb90380b67d599",
+        "0004_enqueue_v1_no_listener",
     ),
 }
 

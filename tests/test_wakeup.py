@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import random
 import signal
+import threading
 import time
 
 import pytest
@@ -66,6 +67,54 @@ def test_an_awake_worker_makes_writers_skip_notify_and_a_sleeping_one_is_woken(m
     wait_for(lambda: _awake_workers(name) == 0 and _probe(name), timeout=5)
     second = OrderFactory(status="wakes it again")
     wait_for(lambda: ReceivedEvent.objects.filter(object_id=str(second.pk)).exists(), timeout=5)
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(20) == 0
+
+
+def test_nobody_listening_means_no_doorbell_and_a_worker_that_connects_misses_nothing(
+    manage, notify_capture
+):
+    """No worker connected: a writer sends no NOTIFY (its commit takes no NOTIFY lock) and the
+    change is stored. A worker that connects while a writer that saw nobody listening is still
+    in flight delivers that change once it commits, long before any sweep; once a worker is
+    connected and asleep, writers ring again."""
+    from django.db import connection as thread_connection
+    from django.db import transaction
+
+    from testproject.shop.models import ReceivedEvent
+
+    capture = notify_capture(OrderChannel)  # LISTENs, but holds no key: not a worker
+    stored = OrderFactory(status="nobody listens")
+    time.sleep(0.3)
+    assert capture() == [], "a doorbell although no worker was connected"
+
+    opened, release = threading.Event(), threading.Event()
+    in_flight: list[int] = []
+
+    def writer() -> None:  # sees nobody listening, commits after the worker has swept
+        try:
+            with transaction.atomic():
+                in_flight.append(OrderFactory(status="in flight at start").pk)
+                opened.set()
+                release.wait(30)
+        finally:
+            thread_connection.close()
+
+    thread = threading.Thread(target=writer)
+    thread.start()
+    assert opened.wait(10)
+    proc = manage("listen", "--sweep-interval", "30")  # claims at start, then on doorbells only
+    wait_for(lambda: "worker ready" in proc.stderr_text(), timeout=30)
+    wait_for(lambda: ReceivedEvent.objects.filter(object_id=str(stored.pk)).exists(), timeout=5)
+    time.sleep(0.5)  # the worker has swept and is waiting
+    release.set()
+    thread.join(10)
+    wait_for(lambda: ReceivedEvent.objects.filter(object_id=str(in_flight[0])).exists(), timeout=5)
+    assert capture() == [], "the writer in flight rang although nobody listened when it wrote"
+
+    rung = OrderFactory(status="someone listens")  # connected and asleep: the doorbell rings
+    wait_for(lambda: ReceivedEvent.objects.filter(object_id=str(rung.pk)).exists(), timeout=5)
+    assert capture() == [""]  # one doorbell (an empty payload)
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(20) == 0
 
