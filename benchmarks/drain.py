@@ -62,9 +62,12 @@ def _reset() -> None:
     )
 
 
-def drain_ours(max_count: int | None = None, cap_seconds: float | None = None) -> int:
+def drain_ours(
+    max_count: int | None = None, cap_seconds: float | None = None, statistics: Any = None
+) -> int:
     """Drain OursChannel in this process (the worker's sweep path) until nothing is due, or
-    ``max_count`` were handled, or ``cap_seconds`` passed; how many were handled."""
+    ``max_count`` were handled, or ``cap_seconds`` passed; how many were handled. With
+    ``statistics`` (a ``Statistics``), settlements are counted and flushed as a worker does."""
     from pgpubsub_simplehistory.draining import drain
     from testproject.bench.channels import OursChannel
 
@@ -74,11 +77,61 @@ def drain_ours(max_count: int | None = None, cap_seconds: float | None = None) -
         if deadline is not None and time.perf_counter() > deadline:
             break
         limit = 1000 if max_count is None else min(1000, max_count - done)
-        n = drain([OursChannel], limit=limit).handled
+        n = drain([OursChannel], limit=limit, statistics=statistics).handled
+        if statistics is not None:
+            statistics.flush_if_due()
         done += n
         if n == 0:
             break
+    if statistics is not None:
+        statistics.flush()
     return done
+
+
+def statistics_cost(k: int, repetitions: int) -> dict[str, Any]:
+    """µs per notification of a drain of ``k`` stored, with the worker's statistics (counted per
+    settlement, flushed to the minute table every ``FLUSH_SECONDS``, here every second so that
+    a short drain pays its flushes) and without, interleaved."""
+    from pgpubsub_simplehistory.statistics import Statistics
+
+    from .harness import interleaved, ratios, summary
+
+    def variant(on: bool) -> Any:
+        def one() -> float:
+            _reset()
+            sql("TRUNCATE pgpubsub_simplehistory_minute")
+            fill_ours(k)
+            settle_tables()
+            stats = Statistics(flush_seconds=1.0) if on else None
+            started = time.perf_counter()
+            done = drain_ours(statistics=stats)
+            seconds = time.perf_counter() - started
+            assert done == k, (done, k)
+            if on:
+                counted = sql("SELECT sum(processed) FROM pgpubsub_simplehistory_minute")[0][0]
+                assert counted == k, (counted, k)
+            return seconds / k * 1e6
+
+        return one
+
+    runs = interleaved({"off": variant(False), "on": variant(True)}, repetitions)
+    _reset()
+    return {
+        "k": k,
+        "us_per_notification": {name: summary(values) for name, values in runs.items()},
+        "ratio_on_to_off": ratios(runs["on"], runs["off"]),
+        "repetitions": runs,
+    }
+
+
+def statistics_report(data: dict[str, Any]) -> str:
+    us = data["us_per_notification"]
+    ratio = data["ratio_on_to_off"]
+    return (
+        f"Statistics (admin dashboard, summaries) on the drain path, {data['k']:,} stored: "
+        f"{us['off']['median']:.0f} µs per notification off, {us['on']['median']:.0f} µs on "
+        f"(on ÷ off median {ratio['median']:.3f}, min {ratio['min']:.3f}, max {ratio['max']:.3f})"
+    )
 
 
 def ours(

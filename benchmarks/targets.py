@@ -67,6 +67,9 @@ def evaluate(results: dict[str, Any]) -> list[dict[str, Any]]:
         ratio = ratios["ours, 1 worker + 15 LISTEN ÷ ours, nothing listening"]["median"]
         at_least("16 listening sessions (1 worker + 15): writer TPS ÷ none", ratio, 0.90)
     _subscriptions(results.get("subscriptions"), add, at_most, at_least)
+    if results.get("statistics"):
+        ratio = results["statistics"]["ratio_on_to_off"]["median"]
+        at_most("statistics on the drain path: on ÷ off, µs per notification", ratio, 1.05)
     return rows
 
 
