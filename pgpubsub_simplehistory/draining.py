@@ -198,13 +198,16 @@ def process_batch(
         # failure it cannot pin on one notification, and for a notification reaped from a dead
         # worker (it may kill this one too: nothing else may ride on its transaction).
         together = len(rows) > 1 and not any(row.last_error.startswith(queue.DIED) for row in rows)
+        unpinned: set[int] = set()  # ran in a transaction that failed for no one notification
         while together and running.has_waiting() and not (settlements and stop_here()):
-            done, together = _run_together(by_name, worker, using, loaded, running, stop_here)
+            done, unpinned = _run_together(by_name, worker, using, loaded, running, stop_here)
+            together = not unpinned
             for one in done:
                 drained.count(one)
                 settlements.append(one)
         while (row := running.next()) is not None:
-            if settlements and stop_here():
+            # those must run alone now, deadline or not: their attempt is settled this time
+            if settlements and stop_here() and row.pk not in unpinned:
                 running.give_back(row)
                 break
             channel = by_name[row.listen_name]
@@ -222,8 +225,7 @@ def process_batch(
             queue.flush(using)
     announce(settlements)
     if statistics is not None:
-        for settled in settlements:
-            statistics.record(settled)
+        statistics.record_all(settlements)
     return drained
 
 
@@ -276,6 +278,8 @@ class Running:
         self.using = using
         self.started: float | None = None
         self.lock = threading.Lock()
+        #: The rows run (or running) in the open batch transaction, not locked until its end.
+        self.together: list[Notification] = []
 
     def next(self) -> Notification | None:
         with self.lock:
@@ -312,7 +316,7 @@ def _run_together(
     loaded: dict[str, LoadedRecords],
     running: Running,
     stop_here: Callable[[], bool],
-) -> tuple[list[Settlement], bool]:
+) -> tuple[list[Settlement], set[int]]:
     """Run the batch's notifications in one transaction, and delete them at its end with one
     statement (``queue.take_batch``): no round trip of its own per notification. It commits
     only if this worker still held every one of them.
@@ -322,11 +326,16 @@ def _run_together(
     for this attempt, and the others it ran go back to the front of ``running`` to run again.
     A failure it cannot pin on one notification (the COMMIT, the session, a lease taken over)
     sends them all back to run one transaction each (``_run``), where it is settled alone.
-    Returns the settlements (processed ones committed, not yet flushed) and whether to go on
-    together."""
+    Returns the settlements (processed ones committed, not yet flushed) and the ids of the
+    notifications to run one transaction each (empty: go on together).
+
+    Until ``take_batch`` the rows are not locked: while a listener runs long, the ``Watchdog``
+    extends the leases of the rows run in this transaction (``Running.together``), so that no
+    other worker reaps them meanwhile."""
     ran: list[tuple[Channel, Notification, float, float]] = []  # channel, row, started, took
     attempted: list[Notification] = []
     running_now: tuple[Channel, Notification, float] | None = None
+    running.together = attempted
     try:
         with transaction.atomic(using=using):
             while (row := running.next()) is not None:
@@ -345,21 +354,28 @@ def _run_together(
                 running_now = None
                 ran.append((channel, row, started, time.perf_counter() - started))
             if not ran:
-                return [], True
+                return [], set()
             taken_at = time.perf_counter()
             taken = queue.take_batch([row.pk for _, row, _, _ in ran], worker, using)
             if len(taken) != len(ran):
                 raise _NotHeld()  # another worker took some over (a lease ran out)
     except Exception as exc:
+        running.together = []
         blamed = _blame(exc, ran, running_now, using)
         for other in reversed(attempted):
             if blamed is None or other is not blamed[1]:
                 running.give_back(other)
         if blamed is None:
-            return [], False
+            return [], {row.pk for row in attempted}
         channel, row, started, took = blamed
         error = _classify(exc, False, using, took)
-        return [_settle_failure(channel, row, error, worker, using, started)], True
+        return [_settle_failure(channel, row, error, worker, using, started)], set()
+    except BaseException:  # a second signal: nothing ran for good, all go back (attempt too)
+        running.together = []
+        for other in reversed(attempted):
+            running.give_back(other)
+        raise
+    running.together = []
     processed = [
         _settlement(
             channel,
@@ -371,7 +387,7 @@ def _run_together(
         )
         for channel, row, started, took in ran
     ]
-    return processed, True
+    return processed, set()
 
 
 def _blame(
@@ -381,23 +397,32 @@ def _blame(
     using: str,
 ) -> tuple[Channel, Notification, float, float] | None:
     """The notification of a failed batch transaction whose failure ``exc`` is: the one whose
-    listener raised; or, when the server ended the session, the one whose listener ran longer
-    than ``idle_in_transaction_session_timeout`` (the longest). None when it cannot tell."""
+    listener raised (not a deadlock or a serialization failure: those are the batch's, they go
+    one by one). When the server ended the session for being idle in its transaction: the gap
+    ended where the failing statement began, so in the listener running then or in the one
+    before it; that one is blamed if it alone ran longer than
+    ``idle_in_transaction_session_timeout``. None when it cannot tell."""
     now = time.perf_counter()
     lost = _session_lost(exc) or not _usable(using)
-    if running_now is not None and not lost:
+    if not lost:
+        if running_now is None or _sqlstate(exc) in _NOT_PINNED:
+            return None
         channel, row, started = running_now
         return channel, row, started, now - started
-    if not lost:
-        return None
     connections[using].close()  # the next statement opens a new session
-    candidates = list(ran)
+    limit = _idle_limit(using)
+    adjacent = []
     if running_now is not None:
         channel, row, started = running_now
-        candidates.append((channel, row, started, now - started))
-    limit = _idle_limit(using)
-    longest = max(candidates, key=lambda c: c[3], default=None)
-    return longest if longest is not None and 0 < limit <= longest[3] else None
+        adjacent.append((channel, row, started, now - started))
+    if ran:
+        adjacent.append(ran[-1])
+    return next((c for c in adjacent if 0 < limit <= c[3]), None)
+
+
+#: SQLSTATEs of failures that come from running notifications together (locks they hold),
+#: not from one of them: deadlock_detected, serialization_failure.
+_NOT_PINNED = ("40P01", "40001")
 
 
 def _idle_limit(using: str) -> float:
@@ -682,8 +707,7 @@ def reap(
             )
     announce(settlements)
     if statistics is not None:
-        for settled in settlements:
-            statistics.record(settled)
+        statistics.record_all(settlements)
     return settlements
 
 
@@ -702,6 +726,7 @@ class Watchdog:
         self._running: Running | None = None
         self._wake = threading.Event()
         self._stop = False
+        self._extended = 0.0
         self._thread = threading.Thread(target=self._loop, name="psh-watchdog", daemon=True)
         self._thread.start()
 
@@ -723,8 +748,24 @@ class Watchdog:
                     continue
                 if time.monotonic() - started >= self.release_after:
                     self._release(running)
+                    self._extend(running)
         finally:
             connections.close_all()  # this thread's own connections
+
+    def _extend(self, running: Running) -> None:
+        """Keep the leases of the rows of an open batch transaction from running out while a
+        listener runs long (they are unlocked until its end: another worker would reap them)."""
+        rows = list(running.together)
+        now = time.monotonic()
+        if not rows or now < self._extended + conf.lease_seconds() / 3:
+            return
+        self._extended = now
+        try:
+            ids = [row.pk for row in rows]
+            queue.extend_leases(ids, running.worker, conf.lease_seconds(), self.using)
+        except DatabaseError as exc:
+            logger.warning("could not extend the leases of %d notification(s): %s", len(rows), exc)
+            connections[self.using].close()
 
     def _release(self, running: Running) -> None:
         rows = running.take_waiting()

@@ -53,8 +53,9 @@ LINGER_POLL = 0.002
 #: key awake workers hold, and the one writers in flight hold ...
 ADVISORY_CLASS = 29555
 WRITING_CLASS = 29557
-#: ... and the one every worker's listen connection holds while it is connected.
-LISTENING_CLASS = 29556
+#: ... and the one every worker's listen connection holds while it is connected (29556 is the
+#: durable subscriptions' writer mark, trigger.MARK_CLASS).
+LISTENING_CLASS = 29558
 #: After LINGER_SECONDS, writers still in flight are looked at between waits, this often.
 AWAIT_POLL = 0.05
 RECONNECT_MAX_DELAY = 5.0
@@ -152,10 +153,9 @@ class Worker:
         """Open the listen connection, LISTEN on every channel, then catch up on the queue.
 
         Writers ring no doorbell while no worker listens (sql/enqueue_v1.sql): the listen
-        connection holds each stored channel's listening key from the start. The sweep wakes
-        the worker (it drains awake), so it then falls asleep like after any drain, claiming
-        again once the writers in flight have ended: a writer that saw nobody listening is
-        one of them."""
+        connection holds each stored channel's listening key from the start, then the worker
+        notes the writers in flight (a writer that saw nobody listening is one of them) before
+        it sweeps, and claims again once they have ended, as when it falls asleep."""
         self._connect()
         if self.stored and self._watchdog is None:
             self._watchdog = Watchdog(using=self.using)
@@ -163,6 +163,8 @@ class Worker:
             for channel in self.channels:
                 if not is_history_channel(channel) and channel.lock_notifications:
                     self._handle_plain(channel, None)
+        self._awaiting_names = sorted(self._stored_names)
+        self._awaiting = self._writers(self._awaiting_names)
         self.sweep()
 
     def _connect(self) -> None:
@@ -175,9 +177,18 @@ class Worker:
                 cursor.execute(f'LISTEN "{channel.listen_safe_name()}"')
                 logger.info("listening on %s", channel.name())
             for name in sorted(self._stored_names):  # held as long as this session lives
+                # try: a writer probing the key holds it for an instant (or, if it was cancelled
+                # right then, until its session ends): writers then ring, which is safe
                 cursor.execute(
-                    "SELECT pg_advisory_lock_shared(%s, hashtext(%s))", [LISTENING_CLASS, name]
+                    "SELECT pg_try_advisory_lock_shared(%s, hashtext(%s))",
+                    [LISTENING_CLASS, name],
                 )
+                if not cursor.fetchone()[0]:
+                    logger.warning(
+                        "%s: could not take the listening key (another session holds it); "
+                        "writers ring the doorbell on every change until this worker reconnects",
+                        name,
+                    )
             cursor.close()
         self._source = _source_for(raw, self._queue)
 
@@ -233,6 +244,8 @@ class Worker:
                 wait = min(wait, conf.subscription_poll())
             if self._awaiting:
                 wait = min(wait, AWAIT_POLL)
+            if self._held:  # awake with nothing left: fall asleep first (writers skip NOTIFY)
+                wait = 0.0
             self._source.wait(wait)
         handled = 0
         while self._queue and not self._stopping:

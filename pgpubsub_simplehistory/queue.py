@@ -131,6 +131,14 @@ def release(ids: Sequence[int], worker: str, using: str) -> None:
             pass
 
 
+def extend_leases(ids: Sequence[int], worker: str, lease_seconds: float, using: str) -> None:
+    """Lease ``ids`` to ``worker`` for another ``lease_seconds``, where it still holds them (a
+    batch transaction whose listener runs long)."""
+    params = {"ids": list(ids), "worker": worker, "lease": lease_seconds}
+    with _execute(using, "extend_leases", params):
+        pass
+
+
 def reap(
     listen_name: str, delay_or_park: Callable[[int], float | None], using: str
 ) -> list[Notification]:

@@ -121,16 +121,24 @@ class Statistics:
         self._pruned_at = 0.0
 
     def record(self, settled: Settlement) -> None:
-        """Count one settlement (the hot path: a dictionary update)."""
-        key = (settled.channel.listen_safe_name(), _minute(timezone.now()))
-        tally = self._pending.get(key)
-        if tally is None:
-            tally = self._pending[key] = Tally()
-        tally.add(settled.outcome, settled.lag)
-        summary = self._summary.get(settled.channel)
-        if summary is None:
-            summary = self._summary[settled.channel] = Tally()
-        summary.add(settled.outcome, settled.lag)
+        """Count one settlement."""
+        self.record_all([settled])
+
+    def record_all(self, settlements: Sequence[Settlement]) -> None:
+        """Count a batch's settlements (the hot path: dictionary updates; the minute and each
+        channel's key are computed once per batch)."""
+        minute = _minute(timezone.now())
+        tallies: dict[Any, tuple[Tally, Tally]] = {}
+        for settled in settlements:
+            pair = tallies.get(settled.channel)
+            if pair is None:
+                key = (settled.channel.listen_safe_name(), minute)
+                pair = tallies[settled.channel] = (
+                    self._pending.setdefault(key, Tally()),
+                    self._summary.setdefault(settled.channel, Tally()),
+                )
+            pair[0].add(settled.outcome, settled.lag)
+            pair[1].add(settled.outcome, settled.lag)
 
     def count(self, channel: Any, outcome: Outcome, n: int) -> None:
         """Count ``n`` settlements of one outcome without lags (a subscription's batch)."""

@@ -92,3 +92,28 @@ def test_a_commit_failure_runs_them_one_by_one_and_only_the_culprit_fails(tmp_pa
     one_by_one = [q for q in _statements(queries) if q.startswith("DELETE") and "ANY(" not in q]
     assert len(one_by_one) == 4, one_by_one
     assert ReceivedEvent.objects.filter(listener="on_order_saved").count() == 3
+
+
+def test_after_a_failure_no_one_is_blamed_for_those_it_ran_run_alone_whatever_the_deadline(
+    tmp_path, monkeypatch
+):
+    """The batch stops starting notifications (here: should_stop, as at the deadline) and then
+    its COMMIT fails: the ones it ran must each run alone now, so that the culprit's attempt is
+    settled; only those it never started go back to the queue."""
+    monkeypatch.setenv("SHOP_DANGLING_MARKER", str(tmp_path / "dangling-runs"))
+    orders = _orders(["a", "dangling", "b", "not started"])
+    checks = []
+
+    def should_stop() -> bool:  # asked before each notification after the first
+        checks.append(1)
+        return len(checks) >= 3
+
+    batch = process_batch([OrderChannel], limit=100, should_stop=should_stop)
+    assert batch.counts[Outcome.PROCESSED] == 2 and batch.counts[Outcome.RETRY] == 1
+    dangling, released = (
+        Notification.objects.get(object_id=str(orders[1].pk)),
+        Notification.objects.get(object_id=str(orders[3].pk)),
+    )
+    assert dangling.attempts == 1 and dangling.last_error.startswith("commit failed:")
+    assert released.attempts == 0 and not released.leased_by  # never started: given back
+    assert ReceivedEvent.objects.filter(listener="on_order_saved").count() == 2

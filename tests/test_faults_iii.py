@@ -35,6 +35,7 @@ from .test_faults_ii import (
     expect,
     history_id,
     log_records,
+    marker_runs,
     processed_lines,
     queue_state,
     tail,
@@ -280,3 +281,41 @@ def test_concurrent_bulk_writers_of_overlapping_objects_are_delivered_once_in_or
     assert max(writers_per_order) > 1, writers_per_order
     assert not Notification.objects.exists(), queue_state()
     print(f"{changes} changes of {len(pks)} orders in order; deadlocks retried {deadlocks}")
+
+
+# -- a listener that outlasts the lease, in a batch run together -------------------------------
+
+
+def test_a_listener_longer_than_the_lease_keeps_its_batch_from_being_reaped(manage, tmp_path):
+    """A batch runs together: the rows before a slow listener are not locked until the batch
+    ends. The slow listener runs 2.5 leases while a second worker sweeps every 0.3 s: the first
+    worker's watchdog extends the leases of the batch, so nothing is reaped as a dead worker's,
+    every order is delivered once, and the slow callback ran once."""
+    customer = Customer.objects.create(name="long-listener")
+    with transaction.atomic():  # one batch: fine ones, then the slow one, then more
+        before = [Order.objects.create(customer=customer, status=f"before{i}") for i in range(3)]
+        slow = Order.objects.create(customer=customer, status="slow")
+        after = [Order.objects.create(customer=customer, status=f"after{i}") for i in range(3)]
+    marker = tmp_path / "slow-runs"
+    env = {
+        "PSH_LEASE_SECONDS": "2",
+        "PSH_RELEASE_AFTER": "0.5",
+        "SHOP_SLOW_MARKER": str(marker),
+        "SHOP_SLOW_SECONDS": "5",
+    }
+    first = manage("listen", "--sweep-interval", "0.3", env=env)
+    expect(marker.exists, 30, "the slow callback started", lambda: tail(first))
+    second = manage("listen", "--sweep-interval", "0.3", env=env)
+    expect(
+        lambda: all_once([*before, slow, *after]),
+        timeout=40,
+        what="every order processed once",
+        explain=lambda: f"{deliveries([*before, slow, *after])}; {tail(first)}; {tail(second)}",
+    )
+    time.sleep(1.0)  # a reaped row would be run again by now
+    assert stop(first) == 0 and stop(second) == 0
+    assert deliveries([*before, slow, *after]) == {o.pk: 1 for o in [*before, slow, *after]}
+    assert len(marker_runs(marker)) == 1
+    assert not Notification.objects.exists()
+    for proc in (first, second):
+        assert "ended without settling" not in proc.stderr_text(), tail(proc)

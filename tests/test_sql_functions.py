@@ -26,7 +26,7 @@ PINNED = {
         "0001_initial",
     ),
     "enqueue_v1.sql": (
-        "b060a9cea6f55f3ab8444242cb3e05091cad4909b2213dcc9abb90380b67d599",
+        "e2c732fb243a8062363bf5a171e146aece4200ff212dddb9d430ca69e969970d",
         "0004_enqueue_v1_no_listener",
     ),
 }

@@ -31,13 +31,13 @@ BEGIN
     -- once: it never waits and holds nothing. The payload is empty: the workers claim from the
     -- table, and Postgres folds identical notifications of a transaction into one.
     -- A writer in flight: held until this transaction ends (see listening.py, falling asleep).
-    -- Nobody listening (no worker connected: its listen session holds the key 29556 shared):
+    -- Nobody listening (no worker connected: its listen session holds the key 29558 shared):
     -- no doorbell either; a worker sweeps when it connects, and awaits the writers in flight.
     PERFORM pg_advisory_xact_lock_shared(29557, hashtext(p_listen_name));
     IF pg_try_advisory_lock(29555, hashtext(p_listen_name)) THEN
         PERFORM pg_advisory_unlock(29555, hashtext(p_listen_name));
-        IF pg_try_advisory_lock(29556, hashtext(p_listen_name)) THEN
-            PERFORM pg_advisory_unlock(29556, hashtext(p_listen_name));
+        IF pg_try_advisory_lock(29558, hashtext(p_listen_name)) THEN
+            PERFORM pg_advisory_unlock(29558, hashtext(p_listen_name));
         ELSE
             PERFORM pg_notify(p_listen_name, '');
         END IF;

@@ -50,6 +50,13 @@ UPDATE pgpubsub_simplehistory_notification
 SET attempts = greatest(attempts - 1, 0), leased_by = '', leased_until = NULL
 WHERE id = ANY(%(ids)s) AND leased_by = %(worker)s AND state = 'pending'
 
+-- extend_leases --
+-- Extend the leases of notifications %(worker)s still holds (the rows run in a batch transaction
+-- whose listener runs long: they are not locked until its end, a reap would take them).
+UPDATE pgpubsub_simplehistory_notification
+SET leased_until = now() + %(lease)s * interval '1 second'
+WHERE id = ANY(%(ids)s) AND leased_by = %(worker)s AND state = 'pending'
+
 -- expired_leases --
 -- Notifications of a channel whose lease ran out: their worker died (or lost its session)
 -- while it held them. Locked until the reap below (same transaction); rows still locked (a
