@@ -126,7 +126,7 @@ def main(argv: list[str] | None = None) -> int:
         results["subscriptions"] = data9
         reports.append(subscriptions.report(data9))
     if "statistics" in args.only:
-        data10 = drain.statistics_cost(k=500 if q else 10_000, repetitions=2 if q else 5)
+        data10 = drain.statistics_cost(k=500 if q else 10_000, repetitions=2 if q else 11)
         results["statistics"] = data10
         reports.append(drain.statistics_report(data10))
     results["targets"] = targets.evaluate(results)
