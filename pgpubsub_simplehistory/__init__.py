@@ -15,7 +15,6 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # for type checkers; tests/test_api.py checks it lists __all__ exactly
     from .channels import HistoryTriggerChannel
-    from .draining import TransactionLeftAborted
     from .event import HistoryEvent, MigrationRef
     from .exceptions import (
         ChannelConfigurationError,
@@ -24,6 +23,7 @@ if TYPE_CHECKING:  # for type checkers; tests/test_api.py checks it lists __all_
         PgpubsubSimplehistoryError,
         UnknownModel,
     )
+    from .failures import TransactionLeftAborted
     from .listeners import (
         post_delete_listener,
         post_insert_listener,
@@ -84,6 +84,7 @@ _MODULES = (
     "draining",
     "event",
     "exceptions",
+    "failures",
     "listening",
     "logs",
     "operations",

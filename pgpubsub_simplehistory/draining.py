@@ -39,17 +39,26 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from django.apps import apps
-from django.db import DatabaseError, InterfaceError, connections, transaction
+from django.db import DatabaseError, connections, transaction
 
 from . import conf, queue, registry
 from .dispatch import dispatch
 from .exceptions import MissingHistoryRecord
+from .failures import (
+    LEFT_ABORTED,
+    TransactionLeftAborted,
+    WorkerDied,
+    blame,
+    classify,
+    describe,
+    transaction_aborted,
+    usable,
+)
 from .models import Notification
 from .payload import HistoryPointer
 from .records import LoadedRecords, forget_prepared
 from .resolution import load_for, resolve
 from .settlement import (
-    Described,
     Outcome,
     RetryPolicy,
     Settlement,
@@ -68,31 +77,6 @@ Channel = type[Any]
 def worker_id() -> str:
     """This process as a lease holder: ``host:pid``."""
     return f"{socket.gethostname()}:{os.getpid()}"
-
-
-class TransactionLeftAborted(Exception):
-    """A listener returned normally but left its transaction unusable (it caught a database
-    error without rolling back to a savepoint of its own)."""
-
-
-LEFT_ABORTED = (
-    "the listener returned, but its transaction was aborted by a database error it caught; "
-    "wrap the statements that may fail in transaction.atomic()"
-)
-
-
-class CommitFailed(Described):
-    """The listeners ran, but the transaction failed at COMMIT (a deferred constraint)."""
-
-
-class SessionEnded(Described):
-    """The server ended the database session while the notification ran (a timeout such as
-    ``idle_in_transaction_session_timeout``, an administrator, a restart)."""
-
-
-class StatementCancelled(Described):
-    """The server cancelled a statement of the listeners (``statement_timeout``,
-    ``lock_timeout``, ``pg_cancel_backend``); the session goes on."""
 
 
 @dataclass
@@ -257,7 +241,7 @@ def _load(
             for name, history_ids in ids.items()
         }
     except DatabaseError as exc:
-        if not _usable(using):
+        if not usable(using):
             raise
         forget_prepared(using)  # a migration may have changed the records' columns
         logger.warning(
@@ -349,7 +333,7 @@ def _run_together(
                 pointer = HistoryPointer.of_notification(row)
                 records = loaded.get(row.listen_name)
                 dispatch(resolve(channel, pointer, using=using, loaded=records))
-                if _transaction_aborted(using):
+                if transaction_aborted(using):
                     raise TransactionLeftAborted(LEFT_ABORTED)
                 running_now = None
                 ran.append((channel, row, started, time.perf_counter() - started))
@@ -361,14 +345,14 @@ def _run_together(
                 raise _NotHeld()  # another worker took some over (a lease ran out)
     except Exception as exc:
         running.together = []
-        blamed = _blame(exc, ran, running_now, using)
+        blamed = blame(exc, ran, running_now, using)
         for other in reversed(attempted):
             if blamed is None or other is not blamed[1]:
                 running.give_back(other)
         if blamed is None:
             return [], {row.pk for row in attempted}
         channel, row, started, took = blamed
-        error = _classify(exc, False, using, took)
+        error = classify(exc, False, using, took)
         return [_settle_failure(channel, row, error, worker, using, started)], set()
     except BaseException:  # a second signal: nothing ran for good, all go back (attempt too)
         running.together = []
@@ -388,54 +372,6 @@ def _run_together(
         for channel, row, started, took in ran
     ]
     return processed, set()
-
-
-def _blame(
-    exc: Exception,
-    ran: list[tuple[Channel, Notification, float, float]],
-    running_now: tuple[Channel, Notification, float] | None,
-    using: str,
-) -> tuple[Channel, Notification, float, float] | None:
-    """The notification of a failed batch transaction whose failure ``exc`` is: the one whose
-    listener raised (not a deadlock or a serialization failure: those are the batch's, they go
-    one by one). When the server ended the session for being idle in its transaction: the gap
-    ended where the failing statement began, so in the listener running then or in the one
-    before it; that one is blamed if it alone ran longer than
-    ``idle_in_transaction_session_timeout``. None when it cannot tell."""
-    now = time.perf_counter()
-    lost = _session_lost(exc) or not _usable(using)
-    if not lost:
-        if running_now is None or _sqlstate(exc) in _NOT_PINNED:
-            return None
-        channel, row, started = running_now
-        return channel, row, started, now - started
-    connections[using].close()  # the next statement opens a new session
-    limit = _idle_limit(using)
-    adjacent = []
-    if running_now is not None:
-        channel, row, started = running_now
-        adjacent.append((channel, row, started, now - started))
-    if ran:
-        adjacent.append(ran[-1])
-    return next((c for c in adjacent if 0 < limit <= c[3]), None)
-
-
-#: SQLSTATEs of failures that come from running notifications together (locks they hold),
-#: not from one of them: deadlock_detected, serialization_failure.
-_NOT_PINNED = ("40P01", "40001")
-
-
-def _idle_limit(using: str) -> float:
-    """``idle_in_transaction_session_timeout`` of the worker's sessions, in seconds (0: off)."""
-    try:
-        with connections[using].cursor() as cursor:
-            cursor.execute(
-                "SELECT setting::float / 1000 FROM pg_settings "
-                "WHERE name = 'idle_in_transaction_session_timeout'"
-            )
-            return float(cursor.fetchone()[0])
-    except Exception:
-        return 0.0
 
 
 class _NotHeld(Exception):
@@ -462,142 +398,13 @@ def _run(
             dispatch(
                 resolve(channel, HistoryPointer.of_notification(row), using=using, loaded=loaded)
             )
-            if _transaction_aborted(using):
+            if transaction_aborted(using):
                 raise TransactionLeftAborted(LEFT_ABORTED)
             ran = True
     except Exception as exc:
-        error = _classify(exc, ran, using, time.perf_counter() - started)
+        error = classify(exc, ran, using, time.perf_counter() - started)
         return _settle_failure(channel, row, error, worker, using, started)
     return _settlement(channel, row, Outcome.PROCESSED, started, lag=lag)
-
-
-def _classify(exc: Exception, ran: bool, using: str, seconds: float) -> BaseException:
-    """What went wrong: the session, the COMMIT, or the listener (``exc`` itself)."""
-    if _session_lost(exc) or not _usable(using):
-        connections[using].close()  # the next statement opens a new session
-        ended = SessionEnded(
-            f"session terminated by the server: {_first_line(exc)}{_timeout_hint(using, seconds)}"
-        )
-        ended.__cause__ = exc
-        return ended
-    if ran:
-        failed = CommitFailed(f"commit failed: {type(exc).__name__}: {_first_line(exc)}")
-        failed.__cause__ = exc
-        return failed
-    cancelled = _sqlstate(exc) in _CANCELLED
-    if cancelled:
-        stopped = StatementCancelled(
-            f"statement cancelled by the server: {_first_line(exc)}{_cancel_hint(exc, using)}"
-        )
-        stopped.__cause__ = exc
-        return stopped
-    return exc
-
-
-#: SQLSTATEs of a statement the server cancelled: query_canceled (statement_timeout,
-#: pg_cancel_backend) and lock_not_available (lock_timeout).
-_CANCELLED = {"57014": "statement_timeout", "55P03": "lock_timeout"}
-
-
-def _sqlstate(exc: BaseException) -> str | None:
-    for error in (exc, exc.__cause__):
-        code = getattr(error, "pgcode", None) or getattr(error, "sqlstate", None)
-        if code:
-            return str(code)
-    return None
-
-
-def _cancel_hint(exc: BaseException, using: str) -> str:
-    """The setting that cancelled it, as the worker's sessions have it (the transaction has
-    rolled back: the session answers)."""
-    setting = _CANCELLED[str(_sqlstate(exc))]
-    try:
-        with connections[using].cursor() as cursor:
-            cursor.execute("SELECT current_setting(%s)", [setting])
-            shown = str(cursor.fetchone()[0])
-    except Exception:
-        return ""
-    if shown in ("0", "0ms"):
-        return f" ({setting} is off on the worker's sessions: set by the listener, or cancelled)"
-    return f" ({setting} = {shown} on the worker's sessions)"
-
-
-#: SQLSTATEs of a session the server ends: idle_in_transaction_session_timeout, operator
-#: intervention (admin shutdown, crash shutdown, cannot connect now, idle_session_timeout) and
-#: the connection exceptions (class 08).
-_SESSION_ENDED = ("25P03", "57P01", "57P02", "57P03", "57P05")
-
-
-def _session_lost(exc: BaseException) -> bool:
-    """Whether ``exc`` (or the driver error it wraps) says the database session is gone. Django
-    may have opened a new session already when the error reaches us, so the error is what
-    tells: its SQLSTATE (psycopg 3 reports the server's reason, as IdleInTransactionSession-
-    Timeout, AdminShutdown...), or for psycopg2 an OperationalError without one ("server
-    closed the connection unexpectedly")."""
-    for error in (exc, exc.__cause__):
-        if error is None:
-            continue
-        code = getattr(error, "pgcode", None) or getattr(error, "sqlstate", None)
-        if code is not None and (code in _SESSION_ENDED or str(code).startswith("08")):
-            return True
-        name = type(error).__name__
-        if name == "InterfaceError" or (name == "OperationalError" and code is None):
-            if isinstance(error, DatabaseError | InterfaceError) and error.__cause__ is not None:
-                continue  # Django's wrapper: the driver's error decides
-            return True
-    return False
-
-
-def _timeout_hint(using: str, seconds: float) -> str:
-    """Which server setting likely ended the session (libpq often reports only that the server
-    closed the connection): asked of the new session, which has the same settings."""
-    try:
-        with connections[using].cursor() as cursor:
-            cursor.execute(
-                "SELECT setting::float / 1000, current_setting(name) FROM pg_settings "
-                "WHERE name = 'idle_in_transaction_session_timeout'"
-            )
-            limit, shown = cursor.fetchone()
-    except Exception:
-        return ""
-    if 0 < limit < seconds:
-        return (
-            f" (the listener ran {seconds:.1f}s with its transaction open, longer than "
-            f"idle_in_transaction_session_timeout = {shown})"
-        )
-    return ""
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
-
-
-def _usable(using: str) -> bool:
-    wrapper = connections[using]
-    try:
-        return wrapper.connection is not None and wrapper.is_usable()
-    except Exception:
-        return False
-
-
-#: libpq's PQTRANS_INERROR (psycopg2 and psycopg expose it as ``connection.info``).
-_PQTRANS_INERROR = 3
-
-
-def _transaction_aborted(using: str) -> bool:
-    wrapper = connections[using]
-    if wrapper.needs_rollback:
-        return True
-    info = getattr(wrapper.connection, "info", None)
-    return getattr(info, "transaction_status", None) == _PQTRANS_INERROR
-
-
-def describe(error: BaseException) -> str:
-    """The ``last_error`` of a failure."""
-    if isinstance(error, Described):
-        return str(error)
-    return f"{type(error).__name__}: {error}"
 
 
 def _settle_failure(
@@ -709,10 +516,6 @@ def reap(
     if statistics is not None:
         statistics.record_all(settlements)
     return settlements
-
-
-class WorkerDied(Exception):
-    """The worker that claimed a notification ended without settling it."""
 
 
 class Watchdog:

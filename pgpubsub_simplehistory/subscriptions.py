@@ -36,7 +36,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-from django.db import DatabaseError, connections, models, transaction
+from django.db import connections, models, transaction
 from django.utils import timezone
 from django.utils.dateparse import parse_date, parse_datetime
 
@@ -45,6 +45,7 @@ from ._sql import identifier
 from .channels import HistoryTriggerChannel, order_history_of
 from .dispatch import dispatch
 from .exceptions import ChannelConfigurationError
+from .failures import usable
 from .history_models import history_model_of, numbered, object_attname
 from .models import Position
 from .records import (
@@ -455,7 +456,7 @@ class Follower:
         except _Lost:
             return Followed(caught_up=False, position=start, horizon=horizon)
         except Exception:
-            if not _usable(self.using):
+            if not usable(self.using):
                 raise
             done = self._one_by_one(start, records)
         done.horizon = horizon
@@ -504,7 +505,7 @@ class Follower:
             except _Lost:
                 break
             except Exception as exc:
-                if not _usable(self.using):
+                if not usable(self.using):
                     raise
                 self._fail(position, record, exc)
                 followed.stored += 1
@@ -635,14 +636,6 @@ class Follower:
 
 class _Lost(Exception):
     """The lease ran out and another worker moved the position: this batch rolled back."""
-
-
-def _usable(using: str) -> bool:
-    wrapper = connections[using]
-    try:
-        return wrapper.connection is not None and wrapper.is_usable()
-    except DatabaseError:
-        return False
 
 
 # -- what the commands and health report -------------------------------------------------------
