@@ -344,11 +344,11 @@ def test_9_a_slow_callback_does_not_hold_other_objects_from_an_idle_worker(manag
     marker = tmp_path / "slow-runs"
     env = {"PSH_RELEASE_AFTER": "0.5", "SHOP_SLOW_SECONDS": "6", "SHOP_SLOW_MARKER": str(marker)}
     # The first worker alone claims the 31 notifications in one batch; the slow one is first.
-    first = manage("listen", "--sweep-interval", "0.5", env=env)
+    first = manage("listen", "--sweep-interval", "0.5", "--loglevel", "debug", env=env)
     expect(marker.exists, 30, "the slow callback started", lambda: tail(first))
     slow_started = time.monotonic()
     assert deliveries(fine) == {o.pk: 0 for o in fine}, "processed before the slow one"
-    second = manage("listen", "--sweep-interval", "0.5", env=env)
+    second = manage("listen", "--sweep-interval", "0.5", "--loglevel", "debug", env=env)
     wait_ready(second)
     second_ready = time.monotonic()
 
@@ -372,6 +372,9 @@ def test_9_a_slow_callback_does_not_hold_other_objects_from_an_idle_worker(manag
     assert not Notification.objects.exists()
     second_log = second.stderr_text()
     by_second = sum(len(processed_lines(second_log, history_id(o))) for o in fine)
+    by_first = sum(len(processed_lines(first.stderr_text(), history_id(o))) for o in fine)
+    # released by the first worker while the slow one ran, taken by the second
+    assert by_first + by_second == 30 and by_second > 0, (by_first, by_second)
     write_record(
         "slow callback beside an idle worker",
         {"sent": 31, "lost": 0, "duplicated": 0,
