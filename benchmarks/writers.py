@@ -171,12 +171,12 @@ def sql_writers(variant: str, clients: int, seconds: int, objects: int) -> dict[
 
 def _hold_key(hold: bool) -> None:
     """Take (or release) OursChannel's wake-up key on this session as an awake worker does
-    (pgpubsub_simplehistory/listening.py: shared advisory lock, class ADVISORY_CLASS)."""
-    from pgpubsub_simplehistory.listening import ADVISORY_CLASS
+    (pgpubsub_simplehistory/waking.py: shared advisory lock, class AWAKE_CLASS)."""
+    from pgpubsub_simplehistory.waking import AWAKE_CLASS
     from testproject.bench.channels import OursChannel
 
     function = "pg_advisory_lock_shared" if hold else "pg_advisory_unlock_shared"
-    sql(f"SELECT {function}(%s, hashtext(%s))", [ADVISORY_CLASS, OursChannel.listen_safe_name()])
+    sql(f"SELECT {function}(%s, hashtext(%s))", [AWAKE_CLASS, OursChannel.listen_safe_name()])
 
 
 def django_writers(variant: str, processes: int, seconds: float, objects: int) -> dict[str, Any]:

@@ -40,24 +40,12 @@ from .settlement import Outcome, Settlement, announce, logger
 from .statistics import Statistics, lag_text
 from .subscriptions import Followed, Follower, HistorySubscription, is_stream
 from .subscriptions import locate as locate_subscription
+from .waking import AWAIT_POLL, Doorbell, hold_listening_keys
 
 #: A drain returns to the LISTEN loop after this many seconds (other channels' NOTIFYs wait).
 DRAIN_SECONDS = 1.0
 #: A drained backlog of at least this many notifications (or one second) gets an INFO line.
 BACKLOG = 100
-#: Falling asleep, a worker waits at most this long for writers that skipped the doorbell while
-#: it was awake (see Worker._fall_asleep), looking every LINGER_POLL seconds.
-LINGER_SECONDS = 0.5
-LINGER_POLL = 0.002
-#: Advisory-lock key spaces of the wake-up protocol (sql/enqueue_v1.sql uses the same): the
-#: key awake workers hold, and the one writers in flight hold ...
-ADVISORY_CLASS = 29555
-WRITING_CLASS = 29557
-#: ... and the one every worker's listen connection holds while it is connected (29556 is the
-#: durable subscriptions' writer mark, trigger.MARK_CLASS).
-LISTENING_CLASS = 29558
-#: After LINGER_SECONDS, writers still in flight are looked at between waits, this often.
-AWAIT_POLL = 0.05
 RECONNECT_MAX_DELAY = 5.0
 #: A listen name of no channel here is looked at for notifications of removed models when it
 #: first shows up, and again after this many seconds (each look reads its pending rows).
@@ -137,13 +125,10 @@ class Worker:
         self.statistics = Statistics(using) if conf.statistics() else None
         self._next_summary = time.monotonic() + conf.summary_interval()
         self._busy: tuple[float, int] | None = None  # (since, handled) while draining a backlog
-        self._held: set[str] = set()  # listen names whose wake-up key this worker holds
-        self._awaiting: frozenset[str] = frozenset()  # writers that may have skipped a doorbell
-        self._awaiting_names: list[str] = []
+        self._bell = Doorbell(self._stored_names, using, stopping=lambda: self._stopping)
         self._followers: list[Follower] | None = None  # durable subscriptions, made on start
         self._followed_more = False
         self._progress_at = 0.0
-        self._peers_rung = 0.0
         self._next_orphans = 0.0
         self._examined: set[str] = set()  # listen names park_orphans looked at
 
@@ -163,8 +148,7 @@ class Worker:
             for channel in self.channels:
                 if not is_history_channel(channel) and channel.lock_notifications:
                     self._handle_plain(channel, None)
-        self._awaiting_names = sorted(self._stored_names)
-        self._awaiting = self._writers(self._awaiting_names)
+        self._bell.note_writers()
         self.sweep()
 
     def _connect(self) -> None:
@@ -176,24 +160,17 @@ class Worker:
             for channel in self.channels:
                 cursor.execute(f'LISTEN "{channel.listen_safe_name()}"')
                 logger.info("listening on %s", channel.name())
-            for name in sorted(self._stored_names):  # held as long as this session lives
-                # try: a writer probing the key holds it for an instant (or, if it was cancelled
-                # right then, until its session ends): writers then ring, which is safe
-                cursor.execute(
-                    "SELECT pg_try_advisory_lock_shared(%s, hashtext(%s))",
-                    [LISTENING_CLASS, name],
+            for name in hold_listening_keys(cursor, sorted(self._stored_names)):
+                logger.warning(
+                    "%s: could not take the listening key (another session holds it); "
+                    "writers ring the doorbell on every change until this worker reconnects",
+                    name,
                 )
-                if not cursor.fetchone()[0]:
-                    logger.warning(
-                        "%s: could not take the listening key (another session holds it); "
-                        "writers ring the doorbell on every change until this worker reconnects",
-                        name,
-                    )
             cursor.close()
         self._source = _source_for(raw, self._queue)
 
     def _disconnect(self) -> None:
-        self._held.clear()  # session locks end with the session
+        self._bell.forget()  # session locks end with the session
         self._followers = None  # their horizons start again with the new session
         if self._source is not None:
             self._source.close()
@@ -242,9 +219,9 @@ class Worker:
             wait = min(timeout, max(self._next_sweep - time.monotonic(), 0.0))
             if self._followers:
                 wait = min(wait, conf.subscription_poll())
-            if self._awaiting:
+            if self._bell.awaiting:
                 wait = min(wait, AWAIT_POLL)
-            if self._held:  # awake with nothing left: fall asleep first (writers skip NOTIFY)
+            if self._bell.awake:  # nothing left: fall asleep first (writers skip NOTIFY)
                 wait = 0.0
             self._source.wait(wait)
         handled = 0
@@ -265,12 +242,14 @@ class Worker:
             drained = self._drain()
             self._more = not drained.exhausted
             handled += drained.handled
-        if self._held and not self._more:
-            handled += self._fall_asleep()
-        elif self._awaiting and not self._held:  # writers in flight when it fell asleep
-            self._awaiting &= self._writers(self._awaiting_names)
-            if not self._awaiting:
-                handled += self._await_writers(0.0)
+        if self._bell.awake and not self._more:
+            asleep, more = self._bell.fall_asleep(self._drain_asleep)
+            handled += asleep
+            self._more = self._more or more
+        elif self._bell.awaiting and not self._bell.awake:  # writers in flight at falling asleep
+            asleep, more = self._bell.look_again(self._drain_asleep)
+            handled += asleep
+            self._more = self._more or more
         return handled
 
     # -- durable subscriptions ---------------------------------------------------------------
@@ -319,105 +298,14 @@ class Worker:
             extra={"channel": follower.stream.name(), "outcome": "catching up"},
         )
 
-    # -- the wake-up protocol ---------------------------------------------------------------
-    #
-    # A writer rings a channel's doorbell (NOTIFY) only when no worker of the channel is awake
-    # (sql/enqueue_v1.sql): NOTIFY makes Postgres serialize commits, so under load writers
-    # should not send it. A worker is awake while it holds a shared advisory lock on the
-    # channel's key: while it drains, from its first claim until a claim finds nothing. Every
-    # writer also holds a shared lock on a second key of the channel until it commits. Falling
-    # asleep, the worker releases its key and notes the writers in flight (any of them may have
-    # seen it awake and skipped the doorbell; a writer that starts later rings). It claims
-    # once more at once, without the key, and again when the last of them has ended (looking
-    # every LINGER_POLL seconds for LINGER_SECONDS, then every AWAIT_POLL seconds): no doorbell
-    # is lost, a change waits at most until its own transaction commits (see _await_writers).
+    # -- draining (awake, or asleep: see waking.py) ---------------------------------------
 
-    def _wake(self) -> None:
-        """Hold the wake-up key of every stored channel (writers then skip NOTIFY)."""
-        missing = self._stored_names - self._held
-        if not missing:
-            return
-        with connections[self.using].cursor() as cursor:
-            for name in sorted(missing):
-                # try: a writer probing the key at this instant makes it fail; then the writer
-                # rings, and the next wake takes the key
-                cursor.execute(
-                    "SELECT pg_try_advisory_lock_shared(%s, hashtext(%s))", [ADVISORY_CLASS, name]
-                )
-                if cursor.fetchone()[0]:
-                    self._held.add(name)
-
-    def _fall_asleep(self) -> int:
-        """Release the wake-up keys, then claim for the writers that may have skipped the
-        doorbell meanwhile: those in flight at the release (see above)."""
-        names = sorted(self._held)
-        self._release()
-        self._awaiting = self._writers(names)
-        self._awaiting_names = names
-        return self._await_writers(LINGER_SECONDS)
-
-    def _await_writers(self, seconds: float) -> int:
-        """Asleep: claim (without the key, so writers ring again) now, and once more after the
-        writers in ``_awaiting`` have ended; look at them every LINGER_POLL seconds for at most
-        ``seconds`` (then process_available goes on looking, less often, between its waits).
-
-        A writer that skipped the doorbell probed the key before it was released, so at the
-        release it held its in-flight key: either it ended before ``_writers`` read them, and
-        the claim after that read sees its commit, or it is in ``_awaiting``, and the claim
-        after it ended sees it (an advisory lock is released after the commit is visible).
-        """
-        handled = 0
-        deadline = time.monotonic() + seconds
-        while not self._stopping:
-            waited = bool(self._awaiting)
-            drained = self._drain(wake=False)
-            handled += drained.handled
-            if drained.handled and not drained.exhausted:
-                self._more = True  # a backlog: the next loop drains awake, then falls asleep
-                return handled
-            if not waited:
-                return handled  # claimed after the last of them ended
-            self._awaiting &= self._writers(self._awaiting_names)
-            if self._awaiting:
-                if time.monotonic() > deadline:
-                    return handled
-                time.sleep(LINGER_POLL)
-        return handled
-
-    def _release(self) -> None:
-        with connections[self.using].cursor() as cursor:
-            for name in sorted(self._held):
-                cursor.execute(
-                    "SELECT pg_advisory_unlock_shared(%s, hashtext(%s))", [ADVISORY_CLASS, name]
-                )
-        self._held.clear()
-
-    def _writers(self, names: list[str]) -> frozenset[str]:
-        """The transactions writing to these channels now (their virtual transaction ids)."""
-        if not names:
-            return frozenset()
-        with connections[self.using].cursor() as cursor:
-            cursor.execute(
-                "SELECT virtualtransaction FROM pg_locks WHERE locktype = 'advisory' "
-                "AND classid = %s AND objid = ANY(ARRAY(SELECT hashtext(n)::oid "
-                "FROM unnest(%s::text[]) AS n)) AND granted AND pid <> pg_backend_pid()",
-                [WRITING_CLASS, names],
-            )
-            return frozenset(str(row[0]) for row in cursor.fetchall())
-
-    def _ring_peers(self) -> None:
-        """A backlog: wake the sleeping workers of the channels too (at most twice a second)."""
-        now = time.monotonic()
-        if now - self._peers_rung < 0.5:
-            return
-        self._peers_rung = now
-        with connections[self.using].cursor() as cursor:
-            for name in sorted(self._stored_names):
-                cursor.execute("SELECT pg_notify(%s, '')", [name])
+    def _drain_asleep(self) -> Drained:
+        return self._drain(wake=False)
 
     def _drain(self, wake: bool = True) -> Drained:
         if wake:
-            self._wake()  # writers skip NOTIFY while it drains (see the wake-up protocol)
+            self._bell.wake()  # writers skip NOTIFY while it drains (waking.py)
         until = time.monotonic() + DRAIN_SECONDS
         drained = drain(
             self.stored,
@@ -429,7 +317,7 @@ class Worker:
         )
         self._note_backlog(drained)
         if drained.handled and not drained.exhausted:
-            self._ring_peers()
+            self._bell.ring_peers()
         if drained.next_retry is not None:  # a retry is due before the next sweep: sweep then
             self._next_sweep = min(self._next_sweep, time.monotonic() + drained.next_retry)
         return drained

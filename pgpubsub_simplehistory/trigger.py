@@ -29,7 +29,7 @@ if TYPE_CHECKING:
 
 _ALL_TYPES = ("+", "-", "~")
 #: Advisory-lock key space of the marks of writers of followed history tables (the table's key
-#: is hashtext(table name)); 29555, 29557 and 29558 are the wake-up protocol's (listening.py).
+#: is hashtext(table name)); 29555, 29557 and 29558 are the wake-up protocol's (waking.py).
 MARK_CLASS = 29556
 #: The longest NOTIFY payload Postgres accepts (bytes), below its 8000-byte limit.
 NOTIFY_LIMIT = 7999
