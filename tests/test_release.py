@@ -87,6 +87,7 @@ def test_release_without_upload_builds_and_checks_the_distributions(tmp_path, ca
     which the test extras install)."""
     import build  # noqa: F401  (a missing one fails here, by name)
     import twine  # noqa: F401
+
     before = (ROOT / "pyproject.toml").read_text()
     files = git(ROOT, "ls-files").split()
     for name in files:

@@ -1,4 +1,4 @@
-"""The wake-up protocol (listening.py, sql/enqueue_v1.sql): writers skip NOTIFY while a worker
+"""The wake-up protocol (waking.py, sql/enqueue_v1.sql): writers skip NOTIFY while a worker
 is awake. Nothing may be lost by it, and no change may wait longer than a sweep interval."""
 
 from __future__ import annotations
@@ -115,6 +115,42 @@ def test_nobody_listening_means_no_doorbell_and_a_worker_that_connects_misses_no
     rung = OrderFactory(status="someone listens")  # connected and asleep: the doorbell rings
     wait_for(lambda: ReceivedEvent.objects.filter(object_id=str(rung.pk)).exists(), timeout=5)
     assert capture() == [""]  # one doorbell (an empty payload)
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(20) == 0
+
+
+def test_the_later_changes_of_one_object_stored_together_wait_for_no_sweep(manage):
+    """A claim takes one change per object, so a batch that settles fewer than it asked for
+    ends the drain while the later changes of its objects become due: the worker claims them
+    as it falls asleep. Stored in one transaction, they are all delivered, in order, long
+    before the 30 s sweep."""
+    from django.db import transaction
+
+    from testproject.shop.models import ReceivedEvent
+
+    name = OrderChannel.listen_safe_name()
+    proc = manage("listen", "--sweep-interval", "30")
+    wait_for(lambda: "worker ready" in proc.stderr_text(), timeout=30)
+    wait_for(lambda: _awake_workers(name) == 0 and _probe(name), timeout=10)  # asleep
+    for round_ in range(3):  # asleep, and again right after it fell asleep
+        with transaction.atomic():
+            order = OrderFactory(status=f"{round_}-0")
+            for i in range(1, 8):
+                order.status = f"{round_}-{i}"
+                order.save()
+        started = time.monotonic()
+        wait_for(
+            lambda o=order: (
+                ReceivedEvent.objects.filter(listener="on_order_saved", object_id=str(o.pk)).count()
+                == 8
+            ),
+            timeout=10,
+        )
+        assert time.monotonic() - started < 5
+        received = ReceivedEvent.objects.filter(
+            listener="on_order_saved", object_id=str(order.pk)
+        ).order_by("id")
+        assert [e.new["status"] for e in received] == [f"{round_}-{i}" for i in range(8)]
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(20) == 0
 
