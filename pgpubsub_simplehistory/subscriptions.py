@@ -45,7 +45,7 @@ from ._sql import identifier
 from .channels import HistoryTriggerChannel, order_history_of
 from .dispatch import dispatch
 from .exceptions import ChannelConfigurationError
-from .failures import usable
+from .failures import classify, describe, usable
 from .history_models import history_model_of, numbered, object_attname
 from .models import Position
 from .records import (
@@ -415,6 +415,7 @@ class Follower:
         self.position_id = position_of(stream, using).pk
         self.policy = RetryPolicy.of(stream)
         self._reported_stop = False
+        self._ran = False  # the last delivery's listeners and move ran (before its COMMIT)
         self.rate = Rate()
 
     def follow(self, limit: int | None = None) -> Followed:
@@ -472,6 +473,7 @@ class Follower:
         )
         settlements = []
         stored = 0
+        self._ran = False
         with transaction.atomic(using=self.using):
             for record in records:
                 if record.history_type not in self.stream.history_types:
@@ -491,6 +493,7 @@ class Follower:
                 settlements.append(self._settlement(record, started))
             self.rate.moved(len(settlements), started)
             self._move(start, int(records[-1].pk))
+            self._ran = True
         announce(settlements)
         return Followed(len(settlements), stored, position=int(records[-1].pk))
 
@@ -500,6 +503,7 @@ class Follower:
         followed = Followed(position=start)
         position = start
         for record in records:
+            started = time.perf_counter()
             try:
                 done = self._deliver(position, [record])
             except _Lost:
@@ -507,7 +511,9 @@ class Follower:
             except Exception as exc:
                 if not usable(self.using):
                     raise
-                self._fail(position, record, exc)
+                # described as a channel's failure is: the COMMIT, a cancelled statement, ...
+                error = classify(exc, self._ran, self.using, time.perf_counter() - started)
+                self._fail(position, record, error)
                 followed.stored += 1
             else:
                 followed.delivered += done.delivered
@@ -521,7 +527,7 @@ class Follower:
         with transaction.atomic(using=self.using):
             self._store(
                 record,
-                error=f"{type(exc).__name__}: {exc}",
+                error=describe(exc),
                 traceback=format_traceback(exc),
                 attempts=1,
                 park=park,

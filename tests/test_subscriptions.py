@@ -229,6 +229,33 @@ def test_a_failing_change_is_stored_and_parked_per_object_while_the_others_flow(
     assert proc.wait(20) == 0
 
 
+def test_a_failure_at_commit_or_a_cancelled_statement_is_described_as_on_a_channel(manage):
+    """A subscription's failed delivery goes to the queue with the error a channel's would
+    have: what failed (the COMMIT, the server), not only the driver's exception."""
+    dangling = Entry.objects.create(title="dangling", status="dangling")
+    stalled = Entry.objects.create(title="stalled", status="stall")
+    fine = Entry.objects.create(title="fine")
+    proc = manage("listen", "--sweep-interval", "0.3", env={"FOLLOW_RETRY_BASE_DELAY": "600"})
+    wait_for(lambda: Notification.objects.filter(history_model="follow.HistoricalEntry").count()
+             == 2, timeout=30)  # fmt: skip
+    stored = {n.object_id: n for n in Notification.objects.filter(
+        history_model="follow.HistoricalEntry")}  # fmt: skip
+    commit = stored[str(dangling.pk)]
+    assert commit.last_error.startswith("commit failed: IntegrityError"), commit.last_error
+    assert commit.state == "pending" and commit.attempts == 1  # due again in 600 s
+    cancelled = stored[str(stalled.pk)]
+    assert cancelled.last_error.startswith("statement cancelled by the server:"), (
+        cancelled.last_error
+    )
+    assert "statement_timeout" in cancelled.last_error
+    wait_for(lambda: Delivered.objects.filter(subscription="entry-index",
+             object_id=fine.pk).exists(), timeout=30)  # fmt: skip
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(20) == 0
+    stderr = proc.stderr_text()
+    assert "commit failed: IntegrityError" in stderr and "statement cancelled" in stderr
+
+
 def test_rewind_delivers_again_from_an_id_or_a_date():
     entries = [Entry.objects.create(title=f"r{i}") for i in range(4)]
     stream = EntryIndex.streams()[0]

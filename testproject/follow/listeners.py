@@ -7,7 +7,10 @@ import signal
 import time
 from typing import Any
 
+from django.db import connection
+
 import pgpubsub_simplehistory as psh
+from testproject.shop.models import Shipment
 
 from .models import Delivered
 from .subscriptions import STARTING, EntryExport, EntryIndex
@@ -31,6 +34,12 @@ def index(old: Any, new: Any, event: psh.HistoryEvent) -> None:
         raise RuntimeError(f"index refuses entry {new.pk}")
     if new is not None and new.status == "crash" and os.environ.get("FOLLOW_CRASH"):
         os.kill(os.getpid(), signal.SIGKILL)
+    if new is not None and new.status == "dangling":  # fails at COMMIT: a deferred foreign key
+        Shipment.objects.create(order_id=10**9, carrier="dangling entry")
+    if new is not None and new.status == "stall":  # the server cancels the statement
+        with connection.cursor() as cursor:
+            cursor.execute("SET LOCAL statement_timeout = '200ms'")
+            cursor.execute("SELECT pg_sleep(2)")
     _record("entry-index", old, new, event)
 
 
