@@ -8,8 +8,10 @@ Catch-up: ``n`` history records of ``objects`` objects are filled by SQL (trigge
 transaction, as ``drain.fill_ours``); the subscription ``bench-catch-up`` (trivial listener)
 starts from the beginning in a real ``manage.py listen`` while a writer keeps saving other
 objects at ``rate`` per second. Its position and the worker's RSS are read every 0.2 s; the rate
-is records delivered per second between the first and the last reading of the catch-up, then
-the writer stops and the time until its last record is delivered is the live lag.
+is records delivered per second between the first and the last reading of the catch-up. Then
+the writer stops: the records it saved meanwhile are delivered (the time is reported with how
+many were left), and the live lag is measured once caught up: one save at a time, the time from
+its commit until the position passes its record (``LIVE_SAMPLES`` saves, a random pause between).
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from .write_cost import measure
 
 MANAGE = str(ROOT / "testproject" / "manage.py")
 SUBSCRIPTION = "bench-catch-up"
+LIVE_SAMPLES = 20
 
 VARIANTS = {
     "simple-history": "HistItem",
@@ -145,14 +148,16 @@ def catch_up(n: int, objects: int, rate: float, mark: int) -> dict[str, Any]:
             time.sleep(0.2)
         writer.stopping.set()
         writer.join()
-        final = int(sql("SELECT max(history_id) FROM bench_historicalsuboneitem")[0][0])
+        final = _last_record()
         stopped = time.perf_counter()
-        live_lag = None
+        left_at_stop = final - _position()
+        rest_seconds = None
         while time.monotonic() < deadline and proc.poll() is None:
             if _position() >= final:
-                live_lag = time.perf_counter() - stopped
+                rest_seconds = time.perf_counter() - stopped
                 break
             time.sleep(0.01)
+        live_ms = _live_lags(proc, deadline) if rest_seconds is not None else []
         rss_end = _rss_mib(proc.pid)
     finally:
         writer.stopping.set()
@@ -186,10 +191,44 @@ def catch_up(n: int, objects: int, rate: float, mark: int) -> dict[str, Any]:
         "rss_mib_at_mark": at_mark,
         "rss_mib_caught_up": moving[-1][2] if moving else None,
         "rss_mib_end": rss_end,
-        "live_lag_seconds": live_lag,
+        "left_at_writer_stop": left_at_stop,
+        "rest_seconds": rest_seconds,
+        "live_lag_ms": summary(live_ms) if live_ms else None,
+        "live_lag_samples_ms": live_ms,
         "stored_failures": left,
         "samples": [{"t": t, "position": p, "rss_mib": r} for t, p, r in samples],
     }
+
+
+def _last_record() -> int:
+    return int(sql("SELECT max(history_id) FROM bench_historicalsuboneitem")[0][0])
+
+
+def _live_lags(proc: subprocess.Popen[bytes], deadline: float) -> list[float]:
+    """Caught up: the ms from one save's commit until the subscription's position passes it."""
+    import random
+
+    from testproject.bench.models import SubOneItem
+
+    rng = random.Random(17)
+    item = SubOneItem.objects.create(name="live-lag")
+    lags = []
+    for _ in range(LIVE_SAMPLES):
+        while _position() < _last_record():  # caught up first (the create, the last sample)
+            if time.monotonic() > deadline or proc.poll() is not None:
+                return lags
+            time.sleep(0.005)
+        time.sleep(rng.uniform(0.05, 0.3))  # land anywhere in the worker's poll
+        item.counter += 1
+        item.save()
+        committed = time.perf_counter()
+        record = _last_record()
+        while _position() < record:
+            if time.monotonic() > deadline or proc.poll() is not None:
+                return lags
+            time.sleep(0.002)
+        lags.append((time.perf_counter() - committed) * 1000)
+    return lags
 
 
 def run(saves: int, repetitions: int, n: int, objects: int, rate: float) -> dict[str, Any]:
@@ -218,8 +257,16 @@ def report(results: dict[str, Any]) -> str:
         f"a writer at {c['writer_rate']:g}/s: "
         + (f"{rate:,.0f} records/s" if rate else "no rate")
         + f", caught up: {'yes' if c['caught_up'] else 'NO'}, RSS {_mib(c['rss_mib_at_mark'])} "
-        f"at {c['mark']:,} and {_mib(c['rss_mib_caught_up'])} at the end, live lag after the "
-        f"writer stopped {_s(c['live_lag_seconds'])}, stored failures {c['stored_failures']}"
+        f"at {c['mark']:,} and {_mib(c['rss_mib_caught_up'])} at the end; the writer's "
+        f"{c['left_at_writer_stop']:,} records left when it stopped delivered in "
+        f"{_s(c['rest_seconds'])}; then live, one change: "
+        + (
+            f"{c['live_lag_ms']['median']:.0f} ms median, {c['live_lag_ms']['max']:.0f} ms max "
+            f"({len(c['live_lag_samples_ms'])} changes)"
+            if c["live_lag_ms"]
+            else "not measured"
+        )
+        + f"; stored failures {c['stored_failures']}"
     )
     return "\n\n".join(out)
 

@@ -90,9 +90,13 @@ def _subscriptions(data: dict[str, Any] | None, add: Any, at_most: Any, at_least
     if c["rss_mib_at_mark"] and c["rss_mib_caught_up"]:
         growth = c["rss_mib_caught_up"] / c["rss_mib_at_mark"]
         at_most(f"subscriptions: catch-up RSS at the end ÷ at {c['mark']:,}", growth, 1.10)
-    live = c["caught_up"] and c["live_lag_seconds"] is not None
-    add("subscriptions: seconds to the writer's last record, once caught up",
-        c["live_lag_seconds"], "delivered", live)  # fmt: skip
+    live = c["caught_up"] and c["rest_seconds"] is not None
+    add("subscriptions: seconds to the writer's last record, after the catch-up",
+        c["rest_seconds"], "delivered", live)  # fmt: skip
+    lag = c.get("live_lag_ms")
+    # the worker looks for new records every PGPUBSUB_SIMPLEHISTORY_SUBSCRIPTION_POLL (0.1 s)
+    at_most("subscriptions, caught up: one change's lag, ms (median)",
+            lag["median"] if lag else None, 200)  # fmt: skip
 
 
 def _drain(drain: dict[str, Any] | None, at_most: Any, at_least: Any) -> None:
