@@ -169,7 +169,8 @@ def order_history_ids(pks: list[int]) -> dict[int, list[int]]:
 
 
 def is_deadlock(exc: BaseException) -> bool:
-    return getattr(exc.__cause__, "pgcode", None) == "40P01"
+    cause = exc.__cause__  # psycopg2 names the SQLSTATE pgcode, psycopg 3 sqlstate
+    return (getattr(cause, "pgcode", None) or getattr(cause, "sqlstate", None)) == "40P01"
 
 
 def test_concurrent_bulk_writers_of_overlapping_objects_are_delivered_once_in_order(
