@@ -150,7 +150,13 @@ def catch_up(n: int, objects: int, rate: float, mark: int) -> dict[str, Any]:
         writer.join()
         final = _last_record()
         stopped = time.perf_counter()
-        left_at_stop = final - _position()
+        left_at_stop = int(
+            sql(
+                "SELECT count(*) FROM bench_historicalsuboneitem "
+                "WHERE history_id > %s AND history_id <= %s",
+                [_position(), final],
+            )[0][0]
+        )
         rest_seconds = None
         while time.monotonic() < deadline and proc.poll() is None:
             if _position() >= final:
