@@ -104,20 +104,19 @@ def statistics_cost(k: int, repetitions: int) -> dict[str, Any]:
     class Timed(Statistics):
         spent = 0.0
 
-        def record_all(self, settlements: Any) -> None:
+        def _timed(self, call: Any, *args: Any) -> None:
             started = time.perf_counter()
-            super().record_all(settlements)
+            call(*args)
             self.spent += time.perf_counter() - started
+
+        def record_all(self, settlements: Any) -> None:
+            self._timed(super().record_all, settlements)
 
         def flush_if_due(self) -> None:
-            started = time.perf_counter()
-            super().flush_if_due()
-            self.spent += time.perf_counter() - started
+            self._timed(super().flush_if_due)
 
         def flush(self) -> None:
-            started = time.perf_counter()
-            super().flush()
-            self.spent += time.perf_counter() - started
+            self._timed(super().flush)
 
     def variant(on: bool) -> Any:
         def one() -> float:

@@ -77,11 +77,17 @@ _CANCELLED = {"57014": "statement_timeout", "55P03": "lock_timeout"}
 
 
 def sqlstate(exc: BaseException) -> str | None:
+    """The SQLSTATE of ``exc`` or of the driver error it wraps."""
     for error in (exc, exc.__cause__):
-        code = getattr(error, "pgcode", None) or getattr(error, "sqlstate", None)
+        code = _code(error)
         if code:
             return str(code)
     return None
+
+
+def _code(error: BaseException | None) -> Any:
+    """One error's SQLSTATE as its driver names it: psycopg2 ``pgcode``, psycopg 3 ``sqlstate``."""
+    return getattr(error, "pgcode", None) or getattr(error, "sqlstate", None)
 
 
 def _cancel_hint(exc: BaseException, using: str) -> str:
@@ -114,7 +120,7 @@ def session_lost(exc: BaseException) -> bool:
     for error in (exc, exc.__cause__):
         if error is None:
             continue
-        code = getattr(error, "pgcode", None) or getattr(error, "sqlstate", None)
+        code = _code(error)
         if code is not None and (code in _SESSION_ENDED or str(code).startswith("08")):
             return True
         name = type(error).__name__
@@ -128,15 +134,7 @@ def session_lost(exc: BaseException) -> bool:
 def _timeout_hint(using: str, seconds: float) -> str:
     """Which server setting likely ended the session (libpq often reports only that the server
     closed the connection): asked of the new session, which has the same settings."""
-    try:
-        with connections[using].cursor() as cursor:
-            cursor.execute(
-                "SELECT setting::float / 1000, current_setting(name) FROM pg_settings "
-                "WHERE name = 'idle_in_transaction_session_timeout'"
-            )
-            limit, shown = cursor.fetchone()
-    except Exception:
-        return ""
+    limit, shown = _idle_setting(using)
     if 0 < limit < seconds:
         return (
             f" (the listener ran {seconds:.1f}s with its transaction open, longer than "
@@ -197,7 +195,7 @@ def blame(
         channel, row, started = running_now
         return channel, row, started, now - started
     connections[using].close()  # the next statement opens a new session
-    limit = _idle_limit(using)
+    limit, _ = _idle_setting(using)
     adjacent = []
     if running_now is not None:
         channel, row, started = running_now
@@ -212,14 +210,16 @@ def blame(
 NOT_PINNED = ("40P01", "40001")
 
 
-def _idle_limit(using: str) -> float:
-    """``idle_in_transaction_session_timeout`` of the worker's sessions, in seconds (0: off)."""
+def _idle_setting(using: str) -> tuple[float, str]:
+    """``idle_in_transaction_session_timeout`` of the worker's sessions: in seconds (0: off, or
+    unknown) and as the server shows it."""
     try:
         with connections[using].cursor() as cursor:
             cursor.execute(
-                "SELECT setting::float / 1000 FROM pg_settings "
+                "SELECT setting::float / 1000, current_setting(name) FROM pg_settings "
                 "WHERE name = 'idle_in_transaction_session_timeout'"
             )
-            return float(cursor.fetchone()[0])
+            limit, shown = cursor.fetchone()
+            return float(limit), str(shown)
     except Exception:
-        return 0.0
+        return 0.0, ""

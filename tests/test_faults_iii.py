@@ -22,6 +22,7 @@ from django.db import OperationalError, connection, transaction
 from django.utils import timezone
 from simple_history.utils import bulk_create_with_history, bulk_update_with_history
 
+from pgpubsub_simplehistory.failures import sqlstate
 from pgpubsub_simplehistory.models import Notification
 from testproject.shop.models import Customer, Order, ReceivedEvent
 
@@ -169,8 +170,7 @@ def order_history_ids(pks: list[int]) -> dict[int, list[int]]:
 
 
 def is_deadlock(exc: BaseException) -> bool:
-    cause = exc.__cause__  # psycopg2 names the SQLSTATE pgcode, psycopg 3 sqlstate
-    return (getattr(cause, "pgcode", None) or getattr(cause, "sqlstate", None)) == "40P01"
+    return sqlstate(exc) == "40P01"  # psycopg2's pgcode or psycopg 3's sqlstate
 
 
 def test_concurrent_bulk_writers_of_overlapping_objects_are_delivered_once_in_order(
