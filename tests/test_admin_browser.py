@@ -29,6 +29,8 @@ from testproject.shop.channels import OrderChannel, ProductChannel
 
 from .admin_scenario import seed
 
+pytestmark = pytest.mark.driver_independent
+
 CHROMIUM = os.environ.get("PSH_CHROMIUM", "/usr/bin/chromium")
 CHROMEDRIVER = os.environ.get("PSH_CHROMEDRIVER", "/usr/bin/chromedriver")
 ROOT = Path(__file__).resolve().parent.parent

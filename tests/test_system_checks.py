@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 from django.db import connection
 
-pytestmark = pytest.mark.subprocess
+pytestmark = [pytest.mark.subprocess, pytest.mark.driver_independent]
 
 MODELS = """
 from django.contrib.auth.models import User
