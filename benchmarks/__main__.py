@@ -102,7 +102,7 @@ def main(argv: list[str] | None = None) -> int:
         reports.append(isolation.report(data6))
     if "writers" in args.only:
         data7 = writers.run(
-            clients=(1, 32),
+            clients=(32,) if q else (1, 32),
             seconds=1 if q else 10,
             objects=1000,
             processes=2 if q else 8,

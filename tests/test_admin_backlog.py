@@ -21,7 +21,7 @@ from pgpubsub_simplehistory.models import Notification
 from testproject.configs.channels import CatChannel, DogChannel
 from testproject.shop.channels import OrderChannel
 
-pytestmark = pytest.mark.django_db
+pytestmark = [pytest.mark.django_db, pytest.mark.driver_independent]
 
 CHANGELIST = "/admin/pgpubsub_simplehistory/notification/"
 DASHBOARD = CHANGELIST + "dashboard/"

@@ -27,7 +27,11 @@ from .test_faults_ii import (
     tail,
 )
 
-pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.subprocess]
+pytestmark = [
+    pytest.mark.django_db(transaction=True),
+    pytest.mark.subprocess,
+    pytest.mark.driver_independent,
+]
 
 #: The default --logformat: "%(asctime)s %(levelname)s %(name)s [%(process)d] %(message)s".
 RECORD = re.compile(
