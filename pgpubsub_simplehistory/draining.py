@@ -5,7 +5,8 @@
   leased to this worker *before* any listener runs, so that a worker that dies in a listener
   leaves a trace: its lease runs out and the notification is reaped as a failed attempt
   (``reap``). Their history records are then loaded in one query per channel.
-* **Run together** while that works: the batch's listeners run in one transaction, which ends
+* **Run together** while that works (a batch of one too: its listeners start with no round trip
+  after the claim and the load): the batch's listeners run in one transaction, which ends
   by deleting their notifications in one statement if this worker still holds every one
   (``queue.take_batch``) and commits: no round trip per notification. A listener that fails
   is that notification's failure (settled: retry with backoff, or park), and the others run
@@ -88,6 +89,8 @@ class Drained:
     exhausted: bool = False
     #: Seconds until the soonest retry it scheduled is due (None: it scheduled none).
     next_retry: float | None = None
+    #: The channels whose awake key (waking.py) its first claim took.
+    woke: list[str] = field(default_factory=list)
 
     @property
     def handled(self) -> int:
@@ -97,6 +100,7 @@ class Drained:
         for outcome, n in other.counts.items():
             self.counts[outcome] += n
         self.exhausted = other.exhausted
+        self.woke += other.woke
         if other.next_retry is not None:
             self.next_retry = min(other.next_retry, self.next_retry or other.next_retry)
 
@@ -115,9 +119,11 @@ def drain(
     worker: str | None = None,
     watchdog: Watchdog | None = None,
     statistics: Statistics | None = None,
+    wake: Sequence[str] = (),
 ) -> Drained:
     """Process due notifications of ``channels``, batch after batch, until none is left,
-    ``limit`` were handled or ``should_stop()`` is true."""
+    ``limit`` were handled or ``should_stop()`` is true. The first claim takes the awake keys
+    of the channels named in ``wake`` (``Drained.woke``: waking.py)."""
     drained = Drained()
     while limit is None or drained.handled < limit:
         if should_stop is not None and should_stop():
@@ -133,7 +139,9 @@ def drain(
             worker=worker,
             watchdog=watchdog,
             statistics=statistics,
+            wake=wake,
         )
+        wake = ()  # the first claim took them
         drained.add(batch)
         if batch.exhausted:
             break
@@ -149,20 +157,23 @@ def process_batch(
     worker: str | None = None,
     watchdog: Watchdog | None = None,
     statistics: Statistics | None = None,
+    wake: Sequence[str] = (),
 ) -> Drained:
-    """Claim up to ``limit`` notifications and run each in its own transaction (see the
-    module). Call it outside a transaction. ``statistics`` counts what is settled."""
+    """Claim up to ``limit`` notifications and run them (see the module). Call it outside a
+    transaction. ``statistics`` counts what is settled; the claim first takes the awake keys
+    of the channels named in ``wake`` (``Drained.woke``)."""
     worker = worker or worker_id()
     by_name = {c.listen_safe_name(): c for c in channels}
-    rows = queue.claim(
+    rows, woke = queue.claim(
         list(by_name),
         [c.listen_safe_name() for c in channels if c.parked_blocks_object],
         limit or conf.batch_size(),
         worker=worker,
         lease_seconds=conf.lease_seconds(),
         using=using,
+        wake=wake,
     )
-    drained = Drained()
+    drained = Drained(woke=woke)
     if not rows:
         drained.exhausted = True
         return drained
@@ -181,7 +192,7 @@ def process_batch(
         # Together while that works (see _run_together); one transaction each from the first
         # failure it cannot pin on one notification, and for a notification reaped from a dead
         # worker (it may kill this one too: nothing else may ride on its transaction).
-        together = len(rows) > 1 and not any(row.last_error.startswith(queue.DIED) for row in rows)
+        together = not any(row.last_error.startswith(queue.DIED) for row in rows)
         unpinned: set[int] = set()  # ran in a transaction that failed for no one notification
         while together and running.has_waiting() and not (settlements and stop_here()):
             done, unpinned = _run_together(by_name, worker, using, loaded, running, stop_here)
@@ -309,7 +320,8 @@ def _run_together(
     whose statement the server cancelled) is that notification's failure: it is settled, once
     for this attempt, and the others it ran go back to the front of ``running`` to run again.
     A failure it cannot pin on one notification (the COMMIT, the session, a lease taken over)
-    sends them all back to run one transaction each (``_run``), where it is settled alone.
+    sends them all back to run one transaction each (``_run``), where it is settled alone; in
+    a transaction that ran only one, any failure but a lease taken over is that one's.
     Returns the settlements (processed ones committed, not yet flushed) and the ids of the
     notifications to run one transaction each (empty: go on together).
 
@@ -346,13 +358,19 @@ def _run_together(
     except Exception as exc:
         running.together = []
         blamed = blame(exc, ran, running_now, using)
+        if blamed is None and len(attempted) == 1 and not isinstance(exc, _NotHeld):
+            # alone in its transaction: whatever failed is its failure, as if run on its own
+            if ran:
+                blamed = ran[0]
+            elif running_now is not None:
+                blamed = (*running_now, time.perf_counter() - running_now[2])
         for other in reversed(attempted):
             if blamed is None or other is not blamed[1]:
                 running.give_back(other)
         if blamed is None:
             return [], {row.pk for row in attempted}
         channel, row, started, took = blamed
-        error = classify(exc, False, using, took)
+        error = classify(exc, running_now is None, using, took)  # after its listeners: the COMMIT
         return [_settle_failure(channel, row, error, worker, using, started)], set()
     except BaseException:  # a second signal: nothing ran for good, all go back (attempt too)
         running.together = []

@@ -304,8 +304,6 @@ class Worker:
         return self._drain(wake=False)
 
     def _drain(self, wake: bool = True) -> Drained:
-        if wake:
-            self._bell.wake()  # writers skip NOTIFY while it drains (waking.py)
         until = time.monotonic() + DRAIN_SECONDS
         drained = drain(
             self.stored,
@@ -314,7 +312,9 @@ class Worker:
             worker=self.worker_id,
             watchdog=self._watchdog,
             statistics=self.statistics,
+            wake=self._bell.to_wake() if wake else (),  # writers skip NOTIFY while it drains
         )
+        self._bell.woke(drained.woke)
         self._note_backlog(drained)
         if drained.handled and not drained.exhausted:
             self._bell.ring_peers()

@@ -19,7 +19,7 @@ from django.db import connections, models, transaction
 from django.db.models import Exists, OuterRef
 from django.db.models.functions import Now
 
-from ._rows import fetch_instances
+from ._rows import fetch_instances, fetch_tagged
 from .models import Notification, State
 
 _ENTRY = re.compile(r"(?:\n|^)-- ([a-z0-9_]+) --\n(?:-- .*\n)*", re.MULTILINE)
@@ -59,19 +59,24 @@ def claim(
     worker: str,
     lease_seconds: float,
     using: str,
-) -> list[Notification]:
+    wake: Sequence[str] = (),
+) -> tuple[list[Notification], list[str]]:
     """Claim up to ``batch`` due notifications for ``worker``, oldest first, at most one per
     object: each one's attempt is counted and committed before this returns (call it outside a
-    transaction)."""
+    transaction). First, in the same statement, take the awake key (waking.py) of each name in
+    ``wake``. Returns the notifications and the names whose awake key this session now holds."""
     params = {
+        "wake": list(wake),
         "listen_names": list(listen_names),
         "blocking": list(blocking),
         "batch": batch,
         "worker": worker,
         "lease_seconds": lease_seconds,
     }
-    rows = fetch_instances(Notification, queries()["claim"], params, using)
-    return sorted(rows, key=lambda row: row.pk)
+    fetched = fetch_tagged(Notification, queries()["claim"], params, using, "woke")
+    woke = list(fetched[0][0]) if fetched else []
+    rows = sorted((row for _, row in fetched if row.pk is not None), key=lambda row: row.pk)
+    return rows, woke
 
 
 def take(notification: Notification, worker: str, using: str) -> float | None:

@@ -80,7 +80,8 @@ def writers_in_flight(names: list[str], using: str = "default") -> frozenset[str
 class Doorbell:
     """One worker's side of the protocol for its stored channels, on Django's connection.
 
-    The worker calls :meth:`wake` before it drains, :meth:`fall_asleep` when the queue is
+    The worker's claims take the awake keys (:meth:`to_wake`, :meth:`woke`) while it drains,
+    it calls :meth:`fall_asleep` when the queue is
     empty, and :meth:`look_again` between its waits while writers are still in flight; the
     last two take its ``drain`` (one drain of the queue, without waking) and stop waiting when
     ``stopping()`` is true.
@@ -106,18 +107,16 @@ class Doorbell:
         """Writers in flight when the worker fell asleep (or started) have not all ended."""
         return bool(self._awaiting)
 
-    def wake(self) -> None:
-        """Hold the awake key of every channel (writers then skip NOTIFY)."""
-        missing = [name for name in self.names if name not in self.held]
-        if not missing:
-            return
-        with connections[self.using].cursor() as cursor:
-            for name in missing:
-                # try: a writer probing the key at this instant makes it fail; then the writer
-                # rings, and the next wake takes the key
-                cursor.execute(_TRY_SHARED, [AWAKE_CLASS, name])
-                if cursor.fetchone()[0]:
-                    self.held.add(name)
+    def to_wake(self) -> list[str]:
+        """The channels whose awake key this worker does not hold: its next claim takes them
+        (``queue.claim``, in the claim's own statement), and :meth:`woke` notes those taken.
+        A writer probing a key at that instant makes the take fail: that writer rings, and the
+        next drain's claim takes the key."""
+        return [name for name in self.names if name not in self.held]
+
+    def woke(self, names: list[str]) -> None:
+        """The claim took these channels' awake keys (writers now skip NOTIFY)."""
+        self.held.update(names)
 
     def release(self) -> None:
         with connections[self.using].cursor() as cursor:

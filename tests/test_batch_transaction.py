@@ -117,3 +117,36 @@ def test_after_a_failure_no_one_is_blamed_for_those_it_ran_run_alone_whatever_th
     assert dangling.attempts == 1 and dangling.last_error.startswith("commit failed:")
     assert released.attempts == 0 and not released.leased_by  # never started: given back
     assert ReceivedEvent.objects.filter(listener="on_order_saved").count() == 2
+
+
+def test_a_batch_of_one_starts_its_listener_after_the_claim_and_the_load_alone():
+    """Commit to callback: the claim (which also takes the awake keys it is given) and the
+    records, then the listener; the transaction's delete comes after it."""
+    [order] = _orders(["alone"])
+    with CaptureQueriesContext(connection) as queries:
+        batch = process_batch([OrderChannel], limit=100)
+    assert batch.counts[Outcome.PROCESSED] == 1
+    statements = _statements(queries)
+    # the listener's first statement (BEGIN is sent with it): before it, the claim and the records
+    ours = _ours(queries)
+    listener = next(i for i, q in enumerate(statements) if q not in ours)
+    before = [q for q in statements[:listener] if q != "BEGIN"]
+    assert "claim_v1" in before[0] and "pg_try_advisory_lock_shared" in before[0], before
+    assert len(before) <= 3, before  # the claim, PREPARE (first time only), EXECUTE
+    assert all("historicalorder" in q or q.startswith("EXECUTE psh_") for q in before[1:]), before
+    assert ReceivedEvent.objects.get(listener="on_order_saved").object_id == str(order.pk)
+
+
+def test_a_batch_of_one_whose_commit_fails_is_settled_after_one_run(tmp_path, monkeypatch):
+    """Alone in its transaction, a failure at COMMIT is that notification's: settled at once
+    for this attempt, its listener not run a second time."""
+    marker = tmp_path / "dangling-runs"
+    monkeypatch.setenv("SHOP_DANGLING_MARKER", str(marker))
+    [order] = _orders(["dangling"])
+    batch = process_batch([OrderChannel], limit=100)
+    assert batch.counts[Outcome.RETRY] == 1 and batch.handled == 1
+    failed = Notification.objects.get()
+    assert failed.object_id == str(order.pk) and failed.attempts == 1
+    assert failed.last_error.startswith("commit failed: IntegrityError"), failed.last_error
+    assert len(marker.read_text().splitlines()) == 1
+    assert not ReceivedEvent.objects.filter(listener="on_order_saved").exists()

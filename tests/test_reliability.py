@@ -108,7 +108,9 @@ def test_per_object_order_holds_while_an_earlier_change_waits_for_retry(transact
     )
     with transaction.atomic():
         name = OrderChannel.listen_safe_name()
-        [claimed] = queue.claim([name], [name], 1, worker="test", lease_seconds=10, using="default")
+        [claimed], _ = queue.claim(
+            [name], [name], 1, worker="test", lease_seconds=10, using="default"
+        )
     assert claimed.object_id == str(other.pk)
 
 
@@ -138,7 +140,7 @@ def test_a_notification_taken_over_by_another_worker_is_skipped_not_run(transact
 
     order = OrderFactory(status="fine")
     name = OrderChannel.listen_safe_name()
-    [row] = queue.claim([name], [name], 1, worker="me", lease_seconds=10, using="default")
+    [row], _ = queue.claim([name], [name], 1, worker="me", lease_seconds=10, using="default")
     Notification.objects.filter(pk=row.pk).update(leased_by="someone-else")
     assert _run(OrderChannel, row, "me", "default", None, Running([], "me", "default")) is None
     assert saved(order) == []

@@ -7,9 +7,18 @@
 -- claim --
 -- Claim up to %(batch)s due notifications of some channels, oldest first, at most one per
 -- object, leased to %(worker)s: the attempt is counted and committed (see claim_v1.sql).
-SELECT * FROM pgpubsub_simplehistory_claim_v1(
-    %(listen_names)s, %(blocking)s, %(batch)s, %(worker)s, %(lease_seconds)s
+-- First, in the same round trip, take the awake keys (29555: waking.AWAKE_CLASS, which
+-- sql/enqueue_v1.sql probes) of the channels %(wake)s, each unless a writer probes it at this
+-- instant; a session-level lock, held after the statement. Each row has the names whose key
+-- was taken (`woke`); one row of NULLs but `woke` when nothing was claimed.
+WITH taken AS MATERIALIZED (
+    SELECT coalesce(array_agg(name), '{}') AS woke FROM unnest(%(wake)s::text[]) AS name
+    WHERE pg_try_advisory_lock_shared(29555, hashtext(name))
 )
+SELECT taken.woke, claimed.* FROM taken
+LEFT JOIN LATERAL pgpubsub_simplehistory_claim_v1(
+    %(listen_names)s, %(blocking)s, %(batch)s, %(worker)s, %(lease_seconds)s
+) AS claimed ON true
 
 -- take --
 -- First statement of a notification's transaction: delete it if %(worker)s still holds it. The
