@@ -218,3 +218,35 @@ def test_no_change_is_lost_while_workers_start_stop_die_and_reconnect_at_random(
     assert max(lags) <= sweep + 1.0, lags
     final.send_signal(signal.SIGTERM)
     assert final.wait(20) == 0
+
+
+def test_a_claim_takes_the_awake_keys_it_is_given_unless_a_writer_probes_one():
+    """The claim's own statement takes the awake keys (no round trip of its own): held after it
+    returns, also when it claimed nothing; a key a writer holds at that instant is not taken
+    (that writer rings), and the claim claims all the same."""
+    from pgpubsub_simplehistory import queue
+    from pgpubsub_simplehistory.waking import AWAKE_CLASS
+
+    assert f"({AWAKE_CLASS}, hashtext(name))" in queue.queries()["claim"]
+    name = OrderChannel.listen_safe_name()
+    args = ([name], [name], 10)
+    rows, woke = queue.claim(*args, worker="w", lease_seconds=10, using="default", wake=[name])
+    assert rows == [] and woke == [name]
+    assert _awake_workers(name) == 1
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_advisory_unlock_shared(%s, hashtext(%s))", [AWAKE_CLASS, name])
+    assert _awake_workers(name) == 0
+
+    writer = connection.get_new_connection(connection.get_connection_params())
+    writer.autocommit = True
+    try:
+        with writer.cursor() as cursor:  # a writer probing the key at this instant
+            cursor.execute("SELECT pg_advisory_lock(%s, hashtext(%s))", [AWAKE_CLASS, name])
+            order = OrderFactory(status="writer probing")
+            rows, woke = queue.claim(
+                *args, worker="w", lease_seconds=10, using="default", wake=[name]
+            )
+            assert woke == [] and [row.object_id for row in rows] == [str(order.pk)]
+            assert _awake_workers(name) == 0
+    finally:
+        writer.close()
