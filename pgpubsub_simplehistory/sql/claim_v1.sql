@@ -7,9 +7,14 @@
 -- before any listener runs: a worker that dies while running it leaves a lease that runs out
 -- (reaped by queries.sql:reap). The commit does not wait for the WAL flush: a server crash may
 -- lose the count of an attempt, never a notification.
--- A function so that its planner settings apply to it alone: on a queue table without
--- statistics (new, or emptied since the last ANALYZE) the planner otherwise estimates a handful
--- of rows and sorts the whole backlog for every claim. PL/pgSQL caches the plan per session.
+-- A function so that its planner settings apply to it alone. They leave the planner one shape
+-- whatever the statistics say: the claim index in its order, nested loops over the per-object
+-- and primary key indexes (no sort, no hash, no sequential scan: on a queue table without
+-- statistics, new or emptied since the last ANALYZE, the planner otherwise estimates a handful
+-- of rows and sorts or hashes the whole backlog for every claim). So one generic plan per
+-- session serves every claim: custom plans (PL/pgSQL's default, while they look cheaper) meant
+-- planning the claim again on every call once another channel's backlog skewed the statistics
+-- (docs/performance.md, "Isolation").
 CREATE OR REPLACE FUNCTION pgpubsub_simplehistory_claim_v1(
     p_listen_names text[],
     p_blocking text[],
@@ -18,7 +23,8 @@ CREATE OR REPLACE FUNCTION pgpubsub_simplehistory_claim_v1(
     p_lease_seconds double precision
 )
 RETURNS SETOF pgpubsub_simplehistory_notification LANGUAGE plpgsql VOLATILE
-SET enable_sort = off SET enable_bitmapscan = off
+SET enable_sort = off SET enable_bitmapscan = off SET enable_seqscan = off
+SET enable_hashjoin = off SET enable_mergejoin = off SET plan_cache_mode = force_generic_plan
 AS $$
 DECLARE
     v_name text;
@@ -41,6 +47,9 @@ BEGIN
                 SELECT 1 FROM pgpubsub_simplehistory_notification e
                 WHERE e.listen_name = v_name AND e.object_id = n.object_id AND e.id < n.id
                   AND (e.state = 'pending' OR (e.state = 'parked' AND v_name = ANY(p_blocking)))
+                -- a fence: a probe of the per-object index by listen name, object and id for
+                -- each candidate, never a join that could walk the channel's rows for each one
+                OFFSET 0
               )
             ORDER BY n.available_at, n.id
             LIMIT v_left
