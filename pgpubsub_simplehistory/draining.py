@@ -52,6 +52,7 @@ from .failures import (
     blame,
     classify,
     describe,
+    sqlstate,
     transaction_aborted,
     usable,
 )
@@ -164,12 +165,11 @@ def process_batch(
     of the channels named in ``wake`` (``Drained.woke``)."""
     worker = worker or worker_id()
     by_name = {c.listen_safe_name(): c for c in channels}
-    rows, woke = queue.claim(
+    rows, woke = _claim(
         list(by_name),
         [c.listen_safe_name() for c in channels if c.parked_blocks_object],
         limit or conf.batch_size(),
         worker=worker,
-        lease_seconds=conf.lease_seconds(),
         using=using,
         wake=wake,
     )
@@ -222,6 +222,42 @@ def process_batch(
     if statistics is not None:
         statistics.record_all(settlements)
     return drained
+
+
+#: SQLSTATEs of a prepared statement Postgres refuses: its result type changed (0A000,
+#: "cached plan must not change result type"), or it is gone (26000).
+_PREPARED_REFUSED = frozenset({"0A000", "26000"})
+
+
+def _claim(
+    listen_names: list[str],
+    blocking: list[str],
+    batch: int,
+    *,
+    worker: str,
+    using: str,
+    wake: Sequence[str],
+) -> tuple[list[Notification], list[str]]:
+    """``queue.claim``, a statement prepared once per connection. If Postgres refuses the
+    prepared statement (a migration changed the queue table's columns under the running worker:
+    a cached plan's result type may not change; or the session lost it), the claim runs
+    unprepared, and the next one prepares it anew."""
+    prepared = conf.prepared_statements()
+    lease = conf.lease_seconds()
+    try:
+        return queue.claim(
+            listen_names, blocking, batch, worker=worker, lease_seconds=lease, using=using,
+            wake=wake, prepared=prepared,
+        )  # fmt: skip
+    except DatabaseError as exc:
+        if not prepared or sqlstate(exc) not in _PREPARED_REFUSED or not usable(using):
+            raise
+        forget_prepared(using)
+        logger.warning("the prepared claim failed (%s); claiming unprepared", exc)
+        return queue.claim(
+            listen_names, blocking, batch, worker=worker, lease_seconds=lease, using=using,
+            wake=wake,
+        )  # fmt: skip
 
 
 def _isolate_reaped(rows: list[Notification], worker: str, using: str) -> list[Notification]:

@@ -1,4 +1,5 @@
-"""The listener's prepared record query: reused per connection, survives DDL under it."""
+"""The worker's prepared statements (the claim, the record query): reused per connection,
+survive DDL under them."""
 
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ from testproject.shop.models import Order, ReceivedEvent
 pytestmark = pytest.mark.django_db(transaction=True)
 
 HISTORY_TABLE = Order.history.model._meta.db_table
+QUEUE_TABLE = Notification._meta.db_table
 
 
 @pytest.fixture(autouse=True)
@@ -45,8 +47,9 @@ def test_prepared_once_per_connection_then_executed():
     order.save()
     with CaptureQueriesContext(connection) as second:
         assert process_batch([OrderChannel]).counts[Outcome.PROCESSED] == 1
-    assert len(prepares(first)) == 1 and prepares(second) == []
-    assert any(q["sql"].startswith("EXECUTE psh_") for q in second)
+    assert len(prepares(first)) == 2 and prepares(second) == []  # the claim, the records
+    assert any("pgpubsub_simplehistory_claim_v1" in sql for sql in prepares(first))
+    assert sum(q["sql"].startswith("EXECUTE psh_") for q in second) == 2
     with connection.cursor() as cursor:
         cursor.execute("SELECT name FROM pg_prepared_statements")
         assert set(_prepared.prepared_names("default")) <= {r[0] for r in cursor.fetchall()}
@@ -81,21 +84,50 @@ def test_a_migration_under_a_running_listener_is_absorbed_without_a_failed_attem
     assert statuses() == ["before", "after", "again"]
 
 
-def test_a_statement_gone_from_the_session_is_prepared_again():
-    """DISCARD ALL in a listener, or a pooler handing over another server connection."""
+def test_a_queue_column_changing_type_under_a_running_worker_keeps_the_prepared_claim(caplog):
+    """A later version's migration changing a queue column's type while the worker of the
+    version before runs: Postgres plans the prepared claim again by itself (the claim
+    function's result follows the table), nothing fails and nothing is prepared again."""
+    order = OrderFactory(status="before")
+    process_batch([OrderChannel])
+    with connection.cursor() as cursor:
+        cursor.execute(f"ALTER TABLE {QUEUE_TABLE} ALTER COLUMN migration_id_at_change TYPE bigint")
+    try:
+        order.status = "after"
+        order.save()
+        warnings = caplog.at_level(logging.WARNING, logger="pgpubsub_simplehistory")
+        with warnings, CaptureQueriesContext(connection) as queries:
+            assert process_batch([OrderChannel]).counts[Outcome.PROCESSED] == 1
+        assert caplog.text == ""
+        assert prepares(queries) == []
+    finally:
+        with connection.cursor() as cursor:
+            cursor.execute(
+                f"ALTER TABLE {QUEUE_TABLE} ALTER COLUMN migration_id_at_change TYPE integer"
+            )
+    assert not Notification.objects.exists()
+    assert statuses() == ["before", "after"]
+
+
+def test_a_statement_gone_from_the_session_is_prepared_again(caplog):
+    """DISCARD ALL in a listener, or a pooler handing over another server connection: the claim
+    and the record query run unprepared once, then are prepared anew."""
     order = OrderFactory(status="one")
     process_batch([OrderChannel])
     with connection.cursor() as cursor:
         cursor.execute("DEALLOCATE ALL")
     order.status = "two"
     order.save()
-    assert process_batch([OrderChannel]).counts[Outcome.PROCESSED] == 1
+    with caplog.at_level(logging.WARNING, logger="pgpubsub_simplehistory"):
+        assert process_batch([OrderChannel]).counts[Outcome.PROCESSED] == 1
+    assert "the prepared claim failed" in caplog.text and "does not exist" in caplog.text
     assert not Notification.objects.exists()
     order.status = "three"
     order.save()
     with CaptureQueriesContext(connection) as queries:
         assert process_batch([OrderChannel]).counts[Outcome.PROCESSED] == 1
-    assert len(prepares(queries)) == 1  # prepared anew after the fallback forgot it
+    # prepared anew after the fallbacks forgot them: the claim (the records were, in the last)
+    assert len(prepares(queries)) == 1
     assert statuses() == ["one", "two", "three"]
 
 

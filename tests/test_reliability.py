@@ -242,10 +242,16 @@ def test_a_batch_of_updates_loads_records_and_previous_records_in_one_query(
     with CaptureQueriesContext(connection) as queries:
         batch = process_batch([channel], limit=10)
     assert batch.counts[Outcome.PROCESSED] == 3
+    with connection.cursor() as cursor:  # the connection's prepared statements, by name
+        cursor.execute("SELECT name, statement FROM pg_prepared_statements")
+        prepared = dict(cursor.fetchall())
     loads = [
         q["sql"]
         for q in queries
-        if q["sql"].startswith("EXECUTE psh_")  # the prepared record query
+        if (
+            q["sql"].startswith("EXECUTE psh_")  # the record query, not the claim
+            and history_table in prepared[q["sql"].split()[1]]
+        )
         or (history_table in q["sql"] and not q["sql"].startswith("PREPARE"))
     ]
     assert len(loads) == 1, loads
