@@ -1,4 +1,4 @@
-# claim_v1 loaded again: one generic plan per session, of one shape whatever the statistics
+# claim_v1 loaded again: one generic plan per session, of one shape whatever the statistics, no JIT
 # (sql/claim_v1.sql).
 
 from django.db import migrations
