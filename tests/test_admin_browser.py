@@ -114,12 +114,24 @@ def _wait_for(driver: Any, selector: str) -> Any:
 
 
 def _click(driver: Any, element: Any) -> None:
-    """Click and wait for the next page."""
-    from selenium.webdriver.support import expected_conditions
+    """Click and wait for the next page: until the clicked element is gone from the document."""
+    from selenium.common.exceptions import StaleElementReferenceException, WebDriverException
     from selenium.webdriver.support.ui import WebDriverWait
 
+    def gone(_driver: Any) -> bool:
+        try:
+            element.is_enabled()
+        except StaleElementReferenceException:
+            return True
+        except WebDriverException as exc:
+            # Chrome asked about a node while its page is replaced (not a stale reference)
+            if "does not belong to the document" in str(exc):
+                return True
+            raise
+        return False
+
     element.click()
-    WebDriverWait(driver, 10).until(expected_conditions.staleness_of(element))
+    WebDriverWait(driver, 10).until(gone)
 
 
 def _screenshot(driver: Any, name: str) -> None:
