@@ -4,7 +4,7 @@
   notifications, oldest first, at most one per object. Each one's attempt is counted and the row
   leased to this worker *before* any listener runs, so that a worker that dies in a listener
   leaves a trace: its lease runs out and the notification is reaped as a failed attempt
-  (``reap``). Their history records are then loaded in one query per channel.
+  (``leases.reap``). Their history records are then loaded in one query per channel.
 * **Run together** while that works (a batch of one too: its listeners start with no round trip
   after the claim and the load): the batch's listeners run in one transaction, which ends
   by deleting their notifications in one statement if this worker still holds every one
@@ -22,9 +22,10 @@
   or counted. A server crash in between loses those commits whole (the listeners' writes with
   "done"), so the notifications run again: exactly-once database effects hold.
 * **Bound the batch**: after ``BATCH_SECONDS`` the notifications not started yet are released
-  (their attempt taken back) for any worker; a ``Watchdog`` releases them as soon as one listener
-  has run ``PGPUBSUB_SIMPLEHISTORY_RELEASE_AFTER`` seconds, so that a slow listener holds back
-  nothing but its own object (and the commit of those run before it in its transaction).
+  (their attempt taken back) for any worker; a ``Watchdog`` (leases.py) releases them as soon
+  as one listener has run ``PGPUBSUB_SIMPLEHISTORY_RELEASE_AFTER`` seconds, so that a slow
+  listener holds back nothing but its own object (and the commit of those run before it in its
+  transaction).
 
 Log lines and signals follow each commit (``settlement.announce``).
 """
@@ -33,22 +34,19 @@ from __future__ import annotations
 
 import os
 import socket
-import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from django.apps import apps
-from django.db import DatabaseError, connections, transaction
+from django.db import DatabaseError, transaction
 
-from . import conf, queue, registry
+from . import conf, queue
 from .dispatch import dispatch
 from .exceptions import MissingHistoryRecord
 from .failures import (
     LEFT_ABORTED,
     TransactionLeftAborted,
-    WorkerDied,
     blame,
     classify,
     describe,
@@ -56,6 +54,7 @@ from .failures import (
     transaction_aborted,
     usable,
 )
+from .leases import Running, Watchdog
 from .models import Notification
 from .payload import HistoryPointer
 from .records import LoadedRecords, forget_prepared
@@ -299,47 +298,6 @@ def _load(
         return {}
 
 
-class Running:
-    """The notifications of a batch not started yet, and the one running: shared between the
-    worker's thread and its ``Watchdog``."""
-
-    def __init__(self, rows: list[Notification], worker: str, using: str) -> None:
-        self.waiting = list(rows)
-        self.worker = worker
-        self.using = using
-        self.started: float | None = None
-        self.lock = threading.Lock()
-        #: The rows run (or running) in the open batch transaction, not locked until its end.
-        self.together: list[Notification] = []
-
-    def next(self) -> Notification | None:
-        with self.lock:
-            self.started = None
-            if not self.waiting:
-                return None
-            self.started = time.monotonic()
-            return self.waiting.pop(0)
-
-    def has_waiting(self) -> bool:
-        with self.lock:
-            return bool(self.waiting)
-
-    def give_back(self, row: Notification) -> None:
-        with self.lock:
-            self.started = None
-            self.waiting.insert(0, row)
-
-    def take_waiting(self) -> list[Notification]:
-        with self.lock:
-            rows, self.waiting = self.waiting, []
-            return rows
-
-    def release_rest(self) -> None:
-        rows = self.take_waiting()
-        if rows:
-            queue.release([row.pk for row in rows], self.worker, self.using)
-
-
 def _run_together(
     by_name: dict[str, Channel],
     worker: str,
@@ -538,148 +496,3 @@ def _settlement(
         retry_in=retry_in,
         lag=lag,
     )
-
-
-def reap(
-    channels: Sequence[Channel],
-    using: str = "default",
-    statistics: Statistics | None = None,
-) -> list[Settlement]:
-    """End the leases that ran out on ``channels``: each was a failed attempt of a worker that
-    died; park the ones whose attempts are exhausted. Announces and returns the settlements."""
-    settlements = []
-    for channel in channels:
-        policy = RetryPolicy.of(channel)
-        for row in queue.reap(channel.listen_safe_name(), policy.after_death, using):
-            parked = row.state == "parked"
-            settlements.append(
-                Settlement(
-                    channel=channel,
-                    outcome=Outcome.PARKED if parked else Outcome.RETRY,
-                    model=row.model,
-                    history_id=row.history_id,
-                    history_type=row.history_type,
-                    notification_id=row.pk,
-                    attempt=row.attempts,
-                    duration=0.0,
-                    error=WorkerDied(row.last_error),
-                    retry_in=None if parked else policy.delay(row.attempts),
-                )
-            )
-    announce(settlements)
-    if statistics is not None:
-        statistics.record_all(settlements)
-    return settlements
-
-
-class Watchdog:
-    """A thread of the worker that releases the notifications of a batch not started yet once
-    the running one's listeners have run ``release_after`` seconds, and rings the doorbell of
-    their channels so that an idle worker takes them."""
-
-    def __init__(self, release_after: float | None = None, using: str = "default") -> None:
-        self.release_after = conf.release_after() if release_after is None else release_after
-        self.using = using
-        self._running: Running | None = None
-        self._wake = threading.Event()
-        self._stop = False
-        self._extended = 0.0
-        self._thread = threading.Thread(target=self._loop, name="psh-watchdog", daemon=True)
-        self._thread.start()
-
-    def watch(self, running: Running | None) -> None:
-        self._running = running
-
-    def close(self) -> None:
-        self._stop = True
-        self._wake.set()
-        self._thread.join(5)
-
-    def _loop(self) -> None:
-        try:
-            while not self._stop:
-                self._wake.wait(min(0.1, self.release_after / 4))
-                running = self._running
-                started = running.started if running is not None else None
-                if running is None or started is None:
-                    continue
-                if time.monotonic() - started >= self.release_after:
-                    self._release(running)
-                    self._extend(running)
-        finally:
-            connections.close_all()  # this thread's own connections
-
-    def _extend(self, running: Running) -> None:
-        """Keep the leases of the rows of an open batch transaction from running out while a
-        listener runs long (they are unlocked until its end: another worker would reap them)."""
-        rows = list(running.together)
-        now = time.monotonic()
-        if not rows or now < self._extended + conf.lease_seconds() / 3:
-            return
-        self._extended = now
-        try:
-            ids = [row.pk for row in rows]
-            queue.extend_leases(ids, running.worker, conf.lease_seconds(), self.using)
-        except DatabaseError as exc:
-            logger.warning("could not extend the leases of %d notification(s): %s", len(rows), exc)
-            connections[self.using].close()
-
-    def _release(self, running: Running) -> None:
-        rows = running.take_waiting()
-        if not rows:
-            return
-        try:
-            queue.release([row.pk for row in rows], running.worker, self.using)
-            with connections[self.using].cursor() as cursor:
-                for name in sorted({row.listen_name for row in rows}):
-                    cursor.execute("SELECT pg_notify(%s, '')", [name])
-        except DatabaseError as exc:  # their leases run out instead; they are reaped
-            logger.warning("could not release %d notification(s): %s", len(rows), exc)
-            connections[self.using].close()
-            return
-        logger.info(
-            "released %d notification(s) for other workers while a listener runs longer than %.1fs",
-            len(rows),
-            self.release_after,
-        )
-
-
-def park_orphans(using: str = "default", examined: set[str] | None = None) -> int:
-    """Park the pending notifications of models removed from this project.
-
-    Their channel is gone with their model, so no worker would ever claim them. Only models of
-    apps installed here are considered: a listen name of another project sharing the database
-    is left alone (``listener_health`` lists it). Names in ``examined`` are skipped, and the
-    names looked at are added to it (a worker looks at a name again once a minute: each look
-    reads its pending rows).
-    """
-    known = {channel.listen_safe_name() for channel in registry.channels()}
-    installed = {config.label for config in apps.get_app_configs()}
-    parked = 0
-    for name in queue.listen_names(using):
-        if name in known or (examined is not None and name in examined):
-            continue
-        if examined is not None:
-            examined.add(name)
-        for history_model, model in queue.models_of(name, using):
-            app = model.partition(".")[0]
-            if app not in installed or _is_model(history_model):
-                continue
-            error = (
-                f"UnknownModel: {model} (history model {history_model}) is not installed: it "
-                f"was removed from app {app!r}, and no channel of this project has the listen "
-                f"name {name!r}"
-            )
-            count = queue.park_history_model(name, history_model, error, using)
-            if count:
-                logger.error("parked %d notification(s): %s", count, error)
-            parked += count
-    return parked
-
-
-def _is_model(label: str) -> bool:
-    try:
-        apps.get_model(label)
-    except (LookupError, ValueError):
-        return False
-    return True

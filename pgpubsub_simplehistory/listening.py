@@ -31,9 +31,11 @@ from django.db import DatabaseError, InterfaceError, OperationalError, connectio
 from . import _pgpubsub, conf, queue, registry
 from .channels import is_history_channel, locate
 from .dispatch import dispatch
-from .draining import Drained, Watchdog, drain, park_orphans, reap, worker_id
+from .draining import Drained, drain, worker_id
 from .exceptions import ChannelConfigurationError, PgpubsubSimplehistoryError
+from .leases import Watchdog, reap
 from .monitoring import held_back_by_channel
+from .parking import park_orphans
 from .payload import HistoryPointer
 from .resolution import resolve
 from .settlement import Outcome, Settlement, announce, logger

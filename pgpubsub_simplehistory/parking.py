@@ -1,5 +1,5 @@
-"""Parked notifications: selecting, retrying and purging them (the ``parked`` command, the
-admin). Thin over ``queue``."""
+"""Parked notifications: parking those of models removed from the project (a worker's sweep),
+selecting, retrying and purging them (the ``parked`` command, the admin). Thin over ``queue``."""
 
 from __future__ import annotations
 
@@ -9,10 +9,11 @@ from typing import Any
 from django.apps import apps
 from django.db import models, transaction
 
-from . import queue
+from . import queue, registry
 from .channels import is_history_channel, locate
 from .exceptions import PgpubsubSimplehistoryError
 from .models import Notification
+from .settlement import logger
 
 #: Rows updated or deleted per statement by :func:`retry` and :func:`purge`.
 CHUNK = 1000
@@ -98,3 +99,44 @@ def _chunked(
             if on_chunk is not None:
                 on_chunk(done)
     return total
+
+
+def park_orphans(using: str = "default", examined: set[str] | None = None) -> int:
+    """Park the pending notifications of models removed from this project.
+
+    Their channel is gone with their model, so no worker would ever claim them. Only models of
+    apps installed here are considered: a listen name of another project sharing the database
+    is left alone (``listener_health`` lists it). Names in ``examined`` are skipped, and the
+    names looked at are added to it (a worker looks at a name again once a minute: each look
+    reads its pending rows).
+    """
+    known = {channel.listen_safe_name() for channel in registry.channels()}
+    installed = {config.label for config in apps.get_app_configs()}
+    parked = 0
+    for name in queue.listen_names(using):
+        if name in known or (examined is not None and name in examined):
+            continue
+        if examined is not None:
+            examined.add(name)
+        for history_model, model in queue.models_of(name, using):
+            app = model.partition(".")[0]
+            if app not in installed or _is_model(history_model):
+                continue
+            error = (
+                f"UnknownModel: {model} (history model {history_model}) is not installed: it "
+                f"was removed from app {app!r}, and no channel of this project has the listen "
+                f"name {name!r}"
+            )
+            count = queue.park_history_model(name, history_model, error, using)
+            if count:
+                logger.error("parked %d notification(s): %s", count, error)
+            parked += count
+    return parked
+
+
+def _is_model(label: str) -> bool:
+    try:
+        apps.get_model(label)
+    except (LookupError, ValueError):
+        return False
+    return True

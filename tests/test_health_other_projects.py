@@ -1,5 +1,5 @@
 """Pending notifications of another project sharing the database (its apps are not installed
-here): a worker of this project leaves them pending by design (``draining.park_orphans``), and
+here): a worker of this project leaves them pending by design (``parking.park_orphans``), and
 ``listener_health`` lists and counts them, in text and in JSON."""
 
 from __future__ import annotations
