@@ -136,7 +136,8 @@ def test_a_notification_taken_over_by_another_worker_is_skipped_not_run(transact
     """Its lease ran out while it waited in this worker's batch and another worker claimed it:
     this worker's transaction finds it is no longer the holder and runs nothing."""
     from pgpubsub_simplehistory import queue
-    from pgpubsub_simplehistory.draining import Running, _run
+    from pgpubsub_simplehistory.draining import _run
+    from pgpubsub_simplehistory.leases import Running
 
     order = OrderFactory(status="fine")
     name = OrderChannel.listen_safe_name()
@@ -350,20 +351,32 @@ CLAIM = "pgpubsub_simplehistory_claim_v1"
 
 def test_the_claim_has_one_plan_an_ordered_index_walk_with_or_without_statistics():
     """The claim function's settings leave the planner one shape, an ordered walk of the claim
-    index with nested loops over indexes (no Sort, no hash, no sequential scan), whatever the
-    statistics: on a table never analyzed that holds a backlog, and once another channel's
-    backlog has skewed them. So one generic plan per session serves every claim (planning it
-    again per call was a third of a claim's time beside a skewed backlog)."""
+    index probing the per-object index per candidate, then the claimed rows updated by their
+    address (no Sort, no hash, no join, no sequential scan, no index walked whole), whatever the
+    statistics: of a queue analyzed while empty (as autovacuum leaves a drained one; a session
+    cached a plan that walked the whole queue for each claimed row, a join filter, and every
+    earlier id for each candidate, the primary key, until the next ANALYZE), with a backlog
+    since, of one emptied since (TRUNCATE: no row count), and once another channel's backlog has
+    skewed them. So one generic plan per session
+    serves every claim (planning it again per call was a third of a claim's time beside a
+    skewed backlog)."""
     from django.db import connection
 
     customer = CustomerFactory()
-    bulk_create_with_history([Order(customer=customer) for _ in range(3000)], Order)
     name = OrderChannel.listen_safe_name()
+    plans = {}
     with connection.cursor() as cursor:
         cursor.execute("SELECT proconfig FROM pg_proc WHERE proname = %s", [CLAIM])
         # one generic plan; and no JIT: a generic plan's cost assumes a tenth of the backlog
         assert {"plan_cache_mode=force_generic_plan", "jit=off"} <= set(cursor.fetchone()[0])
-        never_analyzed = _claim_plan(cursor, name)
+        cursor.execute("TRUNCATE pgpubsub_simplehistory_notification")
+        cursor.execute("ANALYZE pgpubsub_simplehistory_notification")
+        plans["analyzed while empty"] = _claim_plan(cursor, name)  # a worker's first claim
+        bulk_create_with_history([Order(customer=customer) for _ in range(1500)], Order)
+        plans["analyzed while empty, a backlog since"] = _claim_plan(cursor, name)
+        cursor.execute("TRUNCATE pgpubsub_simplehistory_notification")
+        bulk_create_with_history([Order(customer=customer) for _ in range(1500)], Order)
+        plans["emptied since"] = _claim_plan(cursor, name)
         cursor.execute(
             "INSERT INTO pgpubsub_simplehistory_notification (listen_name, model, history_model,"
             " history_id, history_type, object_id, context, created_at, state, attempts,"
@@ -372,15 +385,24 @@ def test_the_claim_has_one_plan_an_ordered_index_walk_with_or_without_statistics
             " '' FROM generate_series(1, 20000) g"
         )
         cursor.execute("ANALYZE pgpubsub_simplehistory_notification")
-        skewed = _claim_plan(cursor, name)
-    for plan in (never_analyzed, skewed):
-        assert "$1" in plan, plan  # generic: the listen name is a parameter
-        assert "Index Scan using psh_notification_claim" in plan, plan
-        assert "Index Scan using psh_notification_object" in plan, plan
-        # each candidate probes its object's earlier rows: the object is in the index condition
-        assert "((object_id)::text = (n.object_id)::text) AND (id < n.id))" in plan, plan
-        for avoided in ("Sort", "Hash", "Seq Scan", "Merge", "Bitmap", "Join Filter"):
-            assert avoided not in plan, plan
+        plans["skewed"] = _claim_plan(cursor, name)
+    for state, plan in plans.items():
+        assert "$1" in plan, (state, plan)  # generic: the listen name is a parameter
+        assert "Index Scan using psh_notification_claim" in plan, (state, plan)
+        assert "Index Scan using psh_notification_object" in plan, (state, plan)
+        # each candidate probes its object's earlier rows: object and id in the index condition
+        # (the primary key, walking every earlier id, was the plan on a queue analyzed empty)
+        assert "(ROW((object_id)::text, id) < ROW((n.object_id)::text, n.id))" in plan, (
+            state,
+            plan,
+        )
+        assert "((object_id)::text = (n.object_id)::text)" in plan, (state, plan)
+        assert "pgpubsub_simplehistory_notification_pkey" not in plan, (state, plan)
+        # the claimed rows, updated by their address
+        assert "Tid Scan on pgpubsub_simplehistory_notification q" in plan, (state, plan)
+        assert "TID Cond: (ctid = ANY ($" in plan, (state, plan)
+        for avoided in ("Sort", "Hash", "Seq Scan", "Merge", "Bitmap", "Join", "Nested Loop"):
+            assert avoided not in plan, (state, avoided, plan)
 
 
 class _Terminal(StringIO):

@@ -1,22 +1,24 @@
 -- pgpubsub_simplehistory_claim_v1: claim up to p_batch pending notifications of the channels
--- p_listen_names that are due and not leased, soonest due first (then oldest), at most one per
--- object: one is not
--- claimed while an earlier one of the same object is pending (claimed or not), or parked on the
--- channels p_blocking, whose parked notifications hold back later changes.
+-- p_listen_names that are due and not leased, the soonest due first (then the oldest), at most
+-- one per object: one is not claimed while an earlier one of the same object is pending
+-- (claimed or not), or parked on the channels p_blocking, whose parked notifications hold back
+-- later changes. Rows are returned in no particular order (queue.claim sorts them by id).
 -- Claiming counts the attempt and leases the row to p_worker for p_lease_seconds, committed
 -- before any listener runs: a worker that dies while running it leaves a lease that runs out
 -- (reaped by queries.sql:reap). The commit does not wait for the WAL flush: a server crash may
 -- lose the count of an attempt, never a notification.
 -- A function so that its planner settings apply to it alone. They leave the planner one shape
--- whatever the statistics say: the claim index in its order, nested loops over the per-object
--- and primary key indexes (no sort, no hash, no sequential scan: on a queue table without
--- statistics, new or emptied since the last ANALYZE, the planner otherwise estimates a handful
--- of rows and sorts or hashes the whole backlog for every claim). So one generic plan per
--- session serves every claim: custom plans (PL/pgSQL's default, while they look cheaper) meant
--- planning the claim again on every call once another channel's backlog skewed the statistics
--- (docs/performance.md, "Isolation"). A generic plan does not know the batch's size and costs
--- a claim as if it took a tenth of the backlog: with a large one, over JIT's threshold, which
--- then compiled every claim (a quarter of a second at 1,000,000 stored): no JIT.
+-- whatever the statistics say: the claim index in its order, a probe of the per-object index
+-- per candidate, then the claimed rows updated by their address (no sort, no hash, no join,
+-- no sequential scan, no index walked whole: on a queue table without statistics, or
+-- analyzed while empty, as autovacuum leaves a drained queue, the planner otherwise estimates
+-- a row or so and sorts, hashes, joins or walks the whole backlog for every claim, until the
+-- next ANALYZE). So one generic plan per session serves every claim: custom
+-- plans (PL/pgSQL's default, while they look cheaper) meant planning the claim again on every
+-- call once another channel's backlog skewed the statistics (docs/performance.md,
+-- "Isolation"). A generic plan does not know the batch's size and costs a claim as if it took
+-- a tenth of the backlog: with a large one, over JIT's threshold, which then compiled every
+-- claim (a quarter of a second at 1,000,000 stored): no JIT.
 CREATE OR REPLACE FUNCTION pgpubsub_simplehistory_claim_v1(
     p_listen_names text[],
     p_blocking text[],
@@ -41,14 +43,17 @@ BEGIN
         EXIT WHEN v_left <= 0;
         RETURN QUERY
         WITH claimed AS (
-            SELECT n.id FROM pgpubsub_simplehistory_notification n
+            SELECT n.ctid FROM pgpubsub_simplehistory_notification n
             WHERE n.listen_name = v_name
               AND n.state = 'pending'
               AND n.leased_until IS NULL
               AND n.available_at <= now()
               AND NOT EXISTS (
                 SELECT 1 FROM pgpubsub_simplehistory_notification e
-                WHERE e.listen_name = v_name AND e.object_id = n.object_id AND e.id < n.id
+                WHERE e.listen_name = v_name AND e.object_id = n.object_id
+                  -- an earlier id of the object, as a row comparison that only the per-object
+                  -- index serves: never a walk of the primary key's earlier ids per candidate
+                  AND (e.object_id, e.id) < (n.object_id, n.id)
                   AND (e.state = 'pending' OR (e.state = 'parked' AND v_name = ANY(p_blocking)))
                 -- a fence: a probe of the per-object index by listen name, object and id for
                 -- each candidate, never a join that could walk the channel's rows for each one
@@ -62,8 +67,9 @@ BEGIN
         SET attempts = q.attempts + 1,
             leased_by = p_worker,
             leased_until = now() + p_lease_seconds * interval '1 second'
-        FROM claimed
-        WHERE q.id = claimed.id
+        -- the claimed rows by their address (locked: it cannot change before this update), a
+        -- TID scan whatever the statistics: never a join, nor an index walk
+        WHERE q.ctid = ANY(ARRAY(SELECT ctid FROM claimed))
         RETURNING q.*;
         GET DIAGNOSTICS v_count = ROW_COUNT;
         v_left := v_left - v_count;
