@@ -241,22 +241,23 @@ def _claim(
     prepared statement (a migration changed the queue table's columns under the running worker:
     a cached plan's result type may not change; or the session lost it), the claim runs
     unprepared, and the next one prepares it anew."""
-    prepared = conf.prepared_statements()
     lease = conf.lease_seconds()
-    try:
+
+    def claim(prepared: bool) -> tuple[list[Notification], list[str]]:
         return queue.claim(
             listen_names, blocking, batch, worker=worker, lease_seconds=lease, using=using,
             wake=wake, prepared=prepared,
         )  # fmt: skip
+
+    prepared = conf.prepared_statements()
+    try:
+        return claim(prepared)
     except DatabaseError as exc:
         if not prepared or sqlstate(exc) not in _PREPARED_REFUSED or not usable(using):
             raise
         forget_prepared(using)
         logger.warning("the prepared claim failed (%s); claiming unprepared", exc)
-        return queue.claim(
-            listen_names, blocking, batch, worker=worker, lease_seconds=lease, using=using,
-            wake=wake,
-        )  # fmt: skip
+        return claim(False)
 
 
 def _isolate_reaped(rows: list[Notification], worker: str, using: str) -> list[Notification]:

@@ -87,17 +87,24 @@ def claim(
         "worker": worker,
         "lease_seconds": lease_seconds,
     }
-    sql = queries()["claim"]
     if prepared:
-        names = _NAMED.findall(sql)
-        positional = _NAMED.sub("%s", sql)
-        sql = _prepared.execute_sql(using, positional, [_CLAIM_TYPES[name] for name in names])
+        positional, names, types = _positional_claim()
+        sql = _prepared.execute_sql(using, positional, types)
         fetched = fetch_tagged(Notification, sql, [params[n] for n in names], using, "woke")
     else:
-        fetched = fetch_tagged(Notification, sql, params, using, "woke")
+        fetched = fetch_tagged(Notification, queries()["claim"], params, using, "woke")
     woke = list(fetched[0][0]) if fetched else []
     rows = sorted((row for _, row in fetched if row.pk is not None), key=lambda row: row.pk)
     return rows, woke
+
+
+@cache
+def _positional_claim() -> tuple[str, list[str], list[str]]:
+    """The claim with ``%s`` placeholders for its prepared statement, its parameters' names in
+    their order and their SQL types (computed once: the claim is the worker's hot path)."""
+    sql = queries()["claim"]
+    names = _NAMED.findall(sql)
+    return _NAMED.sub("%s", sql), names, [_CLAIM_TYPES[name] for name in names]
 
 
 def take(notification: Notification, worker: str, using: str) -> float | None:
